@@ -1,0 +1,49 @@
+"""Service-backed tests: run where the service is configured, skip with the reason where it
+is not, and fail instead of skipping when OFFCHAT_REQUIRE_SERVICES=1 (CI sets it)."""
+
+import os
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("OFFCHAT_REQUIRE_SERVICES") == "1"
+
+
+def _missing_services(item):
+    from django.conf import settings
+    from django.db import connection
+
+    missing = []
+    if item.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        missing.append("PostgreSQL (set DATABASE_URL=postgres://user@host:5432/name)")
+    if item.get_closest_marker("redis") and not settings.REDIS_URL:
+        missing.append("Redis (set REDIS_URL=redis://host:6379/15)")
+    return missing
+
+
+def pytest_report_header(config):
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    return (
+        f"offchat: database={database['ENGINE'].rsplit('.', 1)[-1]}:{database['NAME']} "
+        f"redis={settings.REDIS_URL or 'none'} require_services={REQUIRE_SERVICES}"
+    )
+
+
+def pytest_runtest_setup(item):
+    missing = _missing_services(item)
+    if not missing:
+        return
+    reason = "needs " + " and ".join(missing)
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason}, and OFFCHAT_REQUIRE_SERVICES=1 forbids skipping it", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters live in the cache; each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -1,0 +1,30 @@
+"""One place that turns errors into JSON responses with the right status."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import JsonResponse
+from rest_framework import exceptions
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+from users.exceptions import RefreshTokenNotOwnedError
+
+
+def handle_api_exception(exc, context):
+    """DRF's EXCEPTION_HANDLER: domain and library errors first become DRF exceptions."""
+    return exception_handler(_as_api_exception(exc), context)
+
+
+def _as_api_exception(exc):
+    if isinstance(exc, RefreshTokenNotOwnedError):
+        return exceptions.PermissionDenied(exc.message)
+    if isinstance(exc, TokenError):
+        return InvalidToken(str(exc))
+    if isinstance(exc, DjangoValidationError):
+        return exceptions.ValidationError(as_serializer_error(exc))
+    return exc
+
+
+def not_found(request, exception=None):
+    """handler404: unknown URLs answer in JSON like the rest of the API."""
+    return JsonResponse({"detail": "Not found."}, status=404)

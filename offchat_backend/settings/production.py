@@ -1,0 +1,24 @@
+"""Production: every secret and service comes from the environment, nothing is embedded."""
+
+from .base import *  # noqa: F403
+from .base import DATABASES, REDIS_URL, env, require
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY")  # no default: start-up fails without it
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+
+require(
+    DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql",
+    "Production runs on PostgreSQL: set DATABASE_URL or DB_NAME/DB_USER/DB_PASSWORD/DB_HOST/DB_PORT.",
+)
+require(REDIS_URL, "Production needs Redis for the cache and the Celery broker: set REDIS_URL.")
+
+# TLS ends at the proxy in front of gunicorn, which says so in X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+SECURE_CONTENT_TYPE_NOSNIFF = True

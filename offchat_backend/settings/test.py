@@ -1,0 +1,13 @@
+"""pytest settings: the environment picks the database and Redis, as in production.
+
+With no DATABASE_URL the suite runs on SQLite and skips what needs PostgreSQL or Redis
+(see conftest.py); CI sets DATABASE_URL, REDIS_URL and OFFCHAT_REQUIRE_SERVICES=1.
+"""
+
+from .base import *  # noqa: F403
+
+SECRET_KEY = "test-only-secret-key-with-enough-length-to-pass-the-hmac-checks"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+# Hashing with PBKDF2 dominates a login; tests log in a lot.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

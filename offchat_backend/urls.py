@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/users/", include("users.urls")),
+]
+
+handler400 = "rest_framework.exceptions.bad_request"
+handler404 = "offchat_backend.errors.not_found"
+handler500 = "rest_framework.exceptions.server_error"

@@ -1,0 +1,28 @@
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+@register()
+def check_presence_settings(app_configs, **kwargs):
+    timeout = settings.PRESENCE_INACTIVITY_TIMEOUT
+    heartbeat = settings.PRESENCE_HEARTBEAT_INTERVAL
+    problems = []
+    if min(timeout, heartbeat, settings.PRESENCE_SWEEP_INTERVAL) <= 0:
+        problems.append(Error("Presence intervals must be positive numbers of seconds.", id="users.E001"))
+    elif timeout <= heartbeat:
+        problems.append(
+            Error(
+                f"PRESENCE_INACTIVITY_TIMEOUT ({timeout}s) must exceed PRESENCE_HEARTBEAT_INTERVAL "
+                f"({heartbeat}s), or the sweep marks users offline between two heartbeats.",
+                id="users.E002",
+            )
+        )
+    if settings.PRESENCE_WRITE_GRANULARITY >= heartbeat > 0:
+        problems.append(
+            Warning(
+                "PRESENCE_WRITE_GRANULARITY is not below PRESENCE_HEARTBEAT_INTERVAL: "
+                "some heartbeats will not move last_seen.",
+                id="users.W001",
+            )
+        )
+    return problems

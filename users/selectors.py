@@ -1,0 +1,22 @@
+"""Read-side queries for the presence endpoints."""
+
+from django.db.models import QuerySet
+
+from users.models import OnlineStatus, User
+
+DIRECTORY_FIELDS = ("id", "username", "first_name", "last_name", "online_status", "last_seen")
+ADMIN_FIELDS = DIRECTORY_FIELDS + ("email", "is_staff", "is_active", "date_joined")
+
+
+def user_directory() -> QuerySet[User]:
+    """Every active account, as any signed-in user may see it."""
+    return User.objects.filter(is_active=True).only(*DIRECTORY_FIELDS).order_by("username", "id")
+
+
+def users_for_admin() -> QuerySet[User]:
+    """Every account, deactivated ones included: admins manage them too."""
+    return User.objects.only(*ADMIN_FIELDS).order_by("username", "id")
+
+
+def online_users_for_admin() -> QuerySet[User]:
+    return users_for_admin().filter(online_status=OnlineStatus.ONLINE)

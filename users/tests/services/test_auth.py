@@ -1,0 +1,65 @@
+import pytest
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+from users.exceptions import RefreshTokenNotOwnedError
+from users.models import OnlineStatus
+from users.services import auth
+from users.tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_log_in_issues_a_working_pair_and_marks_the_user_online():
+    user = UserFactory()
+    tokens = auth.log_in(user=user)
+
+    assert AccessToken(tokens.access)["user_id"] == str(user.pk)
+    assert OutstandingToken.objects.filter(jti=RefreshToken(tokens.refresh)["jti"], user=user).exists()
+    user.refresh_from_db()
+    assert user.online_status == OnlineStatus.ONLINE
+    assert user.last_seen is not None
+
+
+def test_log_out_blacklists_the_token_and_marks_the_user_offline():
+    user = UserFactory()
+    tokens = auth.log_in(user=user)
+
+    auth.log_out(user=user, refresh_token=tokens.refresh)
+
+    assert BlacklistedToken.objects.filter(token__jti=RefreshToken(tokens.refresh, verify=False)["jti"]).exists()
+    user.refresh_from_db()
+    assert user.online_status == OnlineStatus.OFFLINE
+    with pytest.raises(TokenError):
+        RefreshToken(tokens.refresh)
+
+
+def test_a_second_logout_with_the_same_token_is_refused():
+    user = UserFactory()
+    tokens = auth.log_in(user=user)
+    auth.log_out(user=user, refresh_token=tokens.refresh)
+    with pytest.raises(TokenError):
+        auth.log_out(user=user, refresh_token=tokens.refresh)
+
+
+def test_log_out_refuses_another_users_token_and_leaves_them_alone():
+    owner, intruder = UserFactory(), UserFactory()
+    tokens = auth.log_in(user=owner)
+
+    with pytest.raises(RefreshTokenNotOwnedError):
+        auth.log_out(user=intruder, refresh_token=tokens.refresh)
+
+    owner.refresh_from_db()
+    assert owner.online_status == OnlineStatus.ONLINE
+    RefreshToken(tokens.refresh)  # still valid: raises if it was blacklisted
+
+
+def test_log_out_with_a_forged_token_changes_nothing():
+    user = UserFactory()
+    auth.log_in(user=user)
+    with pytest.raises(TokenError):
+        auth.log_out(user=user, refresh_token="not-a-jwt")
+    user.refresh_from_db()
+    assert user.online_status == OnlineStatus.ONLINE
+    assert not BlacklistedToken.objects.exists()
