@@ -213,8 +213,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "users": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        "celery": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "users": {"level": LOG_LEVEL},
+        "celery": {"level": "INFO"},
     },
 }
 

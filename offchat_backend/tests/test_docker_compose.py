@@ -1,0 +1,95 @@
+"""No Docker engine runs here: check the compose file against the code instead."""
+
+import re
+import secrets
+import subprocess
+import sys
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from offchat_backend.tests.support import REPO, clean_env
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = ["migrate", "web", "worker", "beat"]
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)?\}")
+
+
+def resolved(value, **given):
+    """Compose's ${NAME:-default} and ${NAME:?message}, with `given` as the shell's environment."""
+    return INTERPOLATION.sub(lambda m: given.get(m.group(1), m.group(2) or ""), str(value))
+
+
+def app_env(service, **given):
+    return {key: resolved(value, **given) for key, value in SERVICES[service]["environment"].items()}
+
+
+def command(service):
+    return " ".join(SERVICES[service]["command"])
+
+
+def variables_the_settings_read():
+    source = "\n".join(path.read_text() for path in (REPO / "offchat_backend" / "settings").glob("*.py"))
+    return set(re.findall(r"env(?:\.\w+)?\(\s*\"([A-Z_]+)\"", source)) | {"DJANGO_SETTINGS_MODULE"}
+
+
+def test_has_the_production_services():
+    assert {"postgres", "redis", "web", "worker", "beat"} <= set(SERVICES)
+
+
+def test_web_runs_gunicorn_worker_and_beat_run_celery():
+    assert command("web").startswith("gunicorn offchat_backend.wsgi:application")
+    assert command("worker").startswith("celery -A offchat_backend worker")
+    assert command("beat").startswith("celery -A offchat_backend beat")
+    assert "--beat" not in command("worker")  # the one scheduler is the beat service
+
+
+def test_exactly_one_beat():
+    assert SERVICES["beat"].get("deploy", {}).get("replicas", 1) == 1
+    assert sum("beat" in command(name) for name in APP_SERVICES) == 1
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_run_production_settings_with_only_variables_the_settings_read(service):
+    env = app_env(service)
+    assert env["DJANGO_SETTINGS_MODULE"] == "offchat_backend.settings.production"
+    assert set(env) <= variables_the_settings_read()
+    assert "SECRET_KEY" in SERVICES[service]["environment"]
+    assert ":?" in SERVICES[service]["environment"]["SECRET_KEY"]  # no default secret
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_point_at_the_compose_database_and_redis(service):
+    env = app_env(service)
+    postgres = app_env("postgres")
+    assert env["DB_HOST"] == "postgres"
+    assert (env["DB_NAME"], env["DB_USER"], env["DB_PASSWORD"]) == (
+        postgres["POSTGRES_DB"],
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+    )
+    assert urlparse(env["REDIS_URL"]).hostname == "redis"
+    depends = SERVICES[service]["depends_on"]
+    assert depends["postgres"]["condition"] == depends["redis"]["condition"] == "service_healthy"
+
+
+def test_long_running_services_wait_for_migrations_and_have_health_checks():
+    for name in ("postgres", "redis", "web", "worker"):
+        assert SERVICES[name]["healthcheck"]["test"], name
+    for name in ("web", "worker"):
+        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "migrate" in command("migrate")
+
+
+def test_production_settings_accept_the_compose_environment(tmp_path):
+    env = app_env("web", SECRET_KEY=secrets.token_urlsafe(50))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO,
+        env=clean_env(**env, LOCAL_STATE_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,88 @@
+"""The README's production command, run for real against PostgreSQL and Redis."""
+
+import json
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+from offchat_backend.tests.support import REPO, VENV_BIN, clean_env, free_port, session_database_url
+from users.models import OnlineStatus, User
+from users.tests.factories import PASSWORD, UserFactory
+
+
+def call(port, path, body=None, token=None):
+    headers = {"Content-Type": "application/json", "X-Forwarded-Proto": "https", "Host": "presence.example.com"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body or {}).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    port = free_port()
+    env = clean_env(
+        DJANGO_SETTINGS_MODULE="offchat_backend.settings.production",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="presence.example.com",
+        DATABASE_URL=session_database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        LOCAL_STATE_DIR=str(tmp_path),
+    )
+    log = open(tmp_path / "gunicorn.log", "wb")
+    process = subprocess.Popen(
+        [str(VENV_BIN / "gunicorn"), "offchat_backend.wsgi:application", f"--bind=127.0.0.1:{port}", "--workers=2"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+        except urllib.error.HTTPError:
+            break  # any HTTP answer: it is serving
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
+            time.sleep(0.2)
+    yield port
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_with_production_settings_logs_in_heartbeats_and_logs_out(gunicorn):
+    # Production verifies with PBKDF2; the test settings hash with MD5 for speed.
+    hasher = PBKDF2PasswordHasher()
+    user = UserFactory()
+    User.objects.filter(pk=user.pk).update(password=hasher.encode(PASSWORD, hasher.salt()))
+
+    status, tokens = call(gunicorn, "/api/users/login/", {"username": user.username, "password": PASSWORD})
+    assert status == 200, tokens
+    assert User.objects.get(pk=user.pk).online_status == OnlineStatus.ONLINE
+
+    status, heartbeat = call(gunicorn, "/api/users/heartbeat/", token=tokens["access"])
+    assert (status, heartbeat["online_status"]) == (200, "online")
+
+    status, _ = call(gunicorn, "/api/users/logout/", {"refresh": tokens["refresh"]}, token=tokens["access"])
+    assert status == 200
+    assert User.objects.get(pk=user.pk).online_status == OnlineStatus.OFFLINE
+
+    status, error = call(gunicorn, "/api/users/login/", {"username": user.username, "password": "wrong"})
+    assert status == 401 and "detail" in error

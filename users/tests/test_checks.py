@@ -1,0 +1,24 @@
+from users.checks import check_presence_settings
+
+
+def ids(problems):
+    return [problem.id for problem in problems]
+
+
+def test_default_presence_settings_pass(settings):
+    assert check_presence_settings(None) == []
+
+
+def test_a_timeout_not_longer_than_the_heartbeat_is_an_error(settings):
+    settings.PRESENCE_INACTIVITY_TIMEOUT = settings.PRESENCE_HEARTBEAT_INTERVAL
+    assert ids(check_presence_settings(None)) == ["users.E002"]
+
+
+def test_non_positive_intervals_are_an_error(settings):
+    settings.PRESENCE_SWEEP_INTERVAL = 0
+    assert ids(check_presence_settings(None)) == ["users.E001"]
+
+
+def test_a_write_granularity_not_below_the_heartbeat_is_a_warning(settings):
+    settings.PRESENCE_WRITE_GRANULARITY = settings.PRESENCE_HEARTBEAT_INTERVAL
+    assert ids(check_presence_settings(None)) == ["users.W001"]

@@ -1,0 +1,78 @@
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from users.models import OnlineStatus, User
+from users.tests.conftest import client_for
+from users.tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+NOW = timezone.now().replace(microsecond=0)
+ALL_USERS = "/api/users/all-users/"
+
+
+def presence_updates(queries):
+    return [q["sql"] for q in queries if q["sql"].startswith('UPDATE "users"')]
+
+
+def test_a_jwt_authenticated_get_to_a_non_presence_endpoint_counts_as_activity():
+    user = UserFactory(online_status=OnlineStatus.OFFLINE, last_seen=NOW - timedelta(hours=1))
+    with time_machine.travel(NOW, tick=False):
+        response = client_for(user).get(ALL_USERS)
+    assert response.status_code == 200
+    user.refresh_from_db()
+    assert (user.online_status, user.last_seen) == (OnlineStatus.ONLINE, NOW)
+
+
+def test_the_view_runs_before_the_activity_is_written():
+    """The listing was built while the caller was still offline: the write came after the view."""
+    user = UserFactory(online_status=OnlineStatus.OFFLINE)
+    rows = client_for(user).get(ALL_USERS).json()["results"]
+    assert rows[0]["online_status"] == "offline"
+    user.refresh_from_db()
+    assert user.online_status == OnlineStatus.ONLINE
+
+
+def test_a_failed_request_by_an_authenticated_user_still_counts():
+    user = UserFactory()
+    assert client_for(user).get("/api/users/admin/users/").status_code == 403
+    user.refresh_from_db()
+    assert user.online_status == OnlineStatus.ONLINE
+
+
+def test_anonymous_and_badly_authenticated_requests_write_nothing(api_client):
+    user = UserFactory()
+    with CaptureQueriesContext(connection) as queries:
+        api_client.get(ALL_USERS)
+        api_client.credentials(HTTP_AUTHORIZATION="Bearer forged")
+        api_client.get(ALL_USERS)
+    assert presence_updates(queries) == []
+    user.refresh_from_db()
+    assert user.online_status == OnlineStatus.OFFLINE
+
+
+def test_a_burst_of_requests_within_the_write_granularity_rewrites_the_row_once(settings):
+    settings.PRESENCE_WRITE_GRANULARITY = 25
+    user = UserFactory()
+    with time_machine.travel(NOW, tick=False) as clock:
+        client = client_for(user)
+        client.get(ALL_USERS)
+        for _ in range(4):
+            clock.shift(6)  # 24 s of requests, all inside the 25 s granularity
+            client.get(ALL_USERS)
+        assert User.objects.get(pk=user.pk).last_seen == NOW
+        clock.shift(1)
+        client.get(ALL_USERS)
+    assert User.objects.get(pk=user.pk).last_seen == NOW + timedelta(seconds=25)
+
+
+def test_session_authenticated_django_admin_pages_count_too(client):
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    assert client.get("/admin/").status_code == 200
+    staff.refresh_from_db()
+    assert staff.online_status == OnlineStatus.ONLINE

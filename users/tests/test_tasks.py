@@ -1,0 +1,158 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from offchat_backend.celery import app
+from offchat_backend.tests.support import REPO, VENV_BIN, clean_env, session_database_url
+from users import tasks
+from users.models import OnlineStatus, User
+from users.services import presence
+from users.tests.factories import UserFactory
+
+CELERY = VENV_BIN / "celery"
+FAST_SWEEP = {
+    "PRESENCE_SWEEP_INTERVAL": "1",
+    "PRESENCE_INACTIVITY_TIMEOUT": "2",
+    "PRESENCE_HEARTBEAT_INTERVAL": "1",
+    "PRESENCE_WRITE_GRANULARITY": "0",
+}
+
+
+@pytest.mark.django_db
+def test_task_sweeps_and_logs_how_many_users_it_changed(caplog):
+    stale = timezone.now() - timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT + 1)
+    UserFactory.create_batch(2, online_status=OnlineStatus.ONLINE, last_seen=stale)
+    UserFactory(online_status=OnlineStatus.ONLINE, last_seen=timezone.now())
+
+    with caplog.at_level("INFO", logger="users.tasks"):
+        changed = tasks.check_and_mark_offline_users()
+
+    assert changed == 2
+    assert User.objects.filter(online_status=OnlineStatus.ONLINE).count() == 1
+    assert "event=presence_sweep users_marked_offline=2" in caplog.text
+
+
+def test_beat_runs_the_sweep_every_interval_and_drops_a_backlog():
+    entries = [
+        entry for entry in app.conf.beat_schedule.values() if entry["task"] == tasks.check_and_mark_offline_users.name
+    ]
+    assert tasks.check_and_mark_offline_users.name == "users.tasks.check_and_mark_offline_users"
+    assert len(entries) == 1
+    assert entries[0]["schedule"] == settings.PRESENCE_SWEEP_INTERVAL
+    assert 0 < entries[0]["options"]["expires"] <= settings.PRESENCE_SWEEP_INTERVAL
+
+
+def worker_env(**config):
+    return clean_env(**FAST_SWEEP, **config)
+
+
+class RunningWorker:
+    """`celery -A offchat_backend worker --beat -l info`, exactly as ops run it."""
+
+    def __init__(self, env, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [str(CELERY), "-A", "offchat_backend", "worker", "--beat", "-l", "info"],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_for(self, condition, *, timeout=60, while_waiting=lambda: None):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the worker exited early:\n{self.output()}"
+            if condition():
+                return
+            while_waiting()
+            time.sleep(0.25)
+        raise AssertionError(f"gave up after {timeout}s; worker output:\n{self.output()}")
+
+    def output(self):
+        self.log.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    workers = []
+
+    def start(env):
+        worker = RunningWorker(env, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_real_worker_with_beat_marks_a_stale_user_offline_on_postgres_and_redis(start_worker, tmp_path, settings):
+    settings.PRESENCE_WRITE_GRANULARITY = 0
+    stale = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=timezone.now() - timedelta(hours=1))
+    active = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=timezone.now())
+
+    worker = start_worker(
+        worker_env(
+            DJANGO_SETTINGS_MODULE="offchat_backend.settings.development",
+            DATABASE_URL=session_database_url(),
+            REDIS_URL=settings.REDIS_URL,
+            LOCAL_STATE_DIR=str(tmp_path / "state"),
+        )
+    )
+    worker.wait_for(
+        lambda: User.objects.get(pk=stale.pk).online_status == OnlineStatus.OFFLINE,
+        # The active user keeps heartbeating, so sweeps that run meanwhile must leave them online.
+        while_waiting=lambda: presence.record_activity(user=active),
+    )
+    worker.wait_for(lambda: "users_marked_offline=1" in worker.output())
+
+    assert "redis://" in worker.output()
+    assert User.objects.get(pk=active.pk).online_status == OnlineStatus.ONLINE
+
+
+def test_real_worker_with_beat_runs_on_the_embedded_defaults_with_no_environment(start_worker, tmp_path):
+    """A newcomer's `celery -A offchat_backend worker --beat -l info`: SQLite and a folder broker."""
+    env = worker_env(LOCAL_STATE_DIR=str(tmp_path))
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--no-input"], cwd=REPO, env=env, check=True, capture_output=True)
+    create_stale_user = (
+        "from datetime import datetime, timezone; from users.models import User; "
+        "User.objects.create(username='stale', online_status='online', "
+        "last_seen=datetime(2020, 1, 1, tzinfo=timezone.utc))"
+    )
+    subprocess.run([*manage, "shell", "-c", create_stale_user], cwd=REPO, env=env, check=True, capture_output=True)
+
+    def stale_status():
+        with sqlite3.connect(tmp_path / "db.sqlite3", timeout=20) as db:
+            return db.execute("SELECT online_status FROM users WHERE username = 'stale'").fetchone()[0]
+
+    worker = start_worker(env)
+    worker.wait_for(lambda: stale_status() == "offline")
+
+    assert "filesystem://" in worker.output()
