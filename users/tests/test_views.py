@@ -279,6 +279,16 @@ class TestAdminUsers:
         rows = staff_client.get(ADMIN_USERS, {"online_status": "online"}).json()["results"]
         assert [row["id"] for row in rows] == [online.pk]
 
+    def test_filters_by_account_flags(self, staff_client, staff):
+        gone = UserFactory(is_active=False)
+        UserFactory()
+        assert [row["id"] for row in staff_client.get(ADMIN_USERS, {"is_active": "false"}).json()["results"]] == [
+            gone.pk
+        ]
+        assert [row["id"] for row in staff_client.get(ADMIN_USERS, {"is_staff": "true"}).json()["results"]] == [
+            staff.pk
+        ]
+
     def test_an_unknown_status_filter_is_a_400_naming_the_field(self, staff_client):
         body = assert_json_error(staff_client.get(ADMIN_USERS, {"online_status": "busy"}), 400)
         assert "online_status" in body
