@@ -166,6 +166,12 @@ CELERY_BEAT_SCHEDULE = {
         # let them expire instead of replaying a backlog after an outage.
         "options": {"expires": float(PRESENCE_SWEEP_INTERVAL)},
     },
+    # Without it the token blacklist tables grow by a row per login forever.
+    "flush-expired-tokens": {
+        "task": "users.tasks.flush_expired_tokens",
+        "schedule": 24 * 60 * 60.0,
+        "options": {"expires": 60 * 60.0},
+    },
 }
 if CELERY_BEAT_SCHEDULE_FILENAME:
     Path(CELERY_BEAT_SCHEDULE_FILENAME).parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
+import threading
 from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -76,3 +77,41 @@ def test_session_authenticated_django_admin_pages_count_too(client):
     assert client.get("/admin/").status_code == 200
     staff.refresh_from_db()
     assert staff.online_status == OnlineStatus.ONLINE
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_presence_write_is_logged_and_the_response_still_served(caplog):
+    """A row locked elsewhere plus a short lock_timeout: PostgreSQL refuses the activity write."""
+    user = UserFactory(last_seen=NOW - timedelta(hours=1))
+    client = client_for(user)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_row_lock():
+        try:
+            with transaction.atomic():
+                User.objects.select_for_update().get(pk=user.pk)
+                locked.set()
+                release.wait(timeout=10)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_row_lock)
+    holder.start()
+    try:
+        assert locked.wait(timeout=10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        with caplog.at_level("ERROR", logger="users.middleware"):
+            response = client.get(ALL_USERS)
+    finally:
+        release.set()
+        holder.join(timeout=10)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+
+    assert response.status_code == 200
+    assert f"event=activity_write_failed user_id={user.pk}" in caplog.text
+    assert "lock timeout" in caplog.text
+    user.refresh_from_db()
+    assert user.online_status == OnlineStatus.OFFLINE  # nothing half-written

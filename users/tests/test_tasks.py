@@ -8,14 +8,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 from django.conf import settings
 from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from offchat_backend.celery import app
 from offchat_backend.tests.support import REPO, VENV_BIN, clean_env, session_database_url
 from users import tasks
 from users.models import OnlineStatus, User
-from users.services import presence
+from users.services import auth, presence
 from users.tests.factories import UserFactory
 
 CELERY = VENV_BIN / "celery"
@@ -49,6 +52,24 @@ def test_beat_runs_the_sweep_every_interval_and_drops_a_backlog():
     assert len(entries) == 1
     assert entries[0]["schedule"] == settings.PRESENCE_SWEEP_INTERVAL
     assert 0 < entries[0]["options"]["expires"] <= settings.PRESENCE_SWEEP_INTERVAL
+
+
+@pytest.mark.django_db
+def test_flush_expired_tokens_drops_only_expired_refresh_tokens():
+    user = UserFactory()
+    with time_machine.travel(timezone.now() - settings.SIMPLE_JWT["REFRESH_TOKEN_LIFETIME"] - timedelta(hours=1)):
+        auth.log_in(user=user)
+    current = auth.log_in(user=user)
+
+    tasks.flush_expired_tokens()
+
+    assert list(OutstandingToken.objects.values_list("jti", flat=True)) == [RefreshToken(current.refresh)["jti"]]
+
+
+def test_beat_flushes_expired_tokens_daily():
+    entry = app.conf.beat_schedule["flush-expired-tokens"]
+    assert entry["task"] == tasks.flush_expired_tokens.name
+    assert entry["schedule"] == 24 * 60 * 60
 
 
 def worker_env(**config):

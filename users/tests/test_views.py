@@ -3,6 +3,8 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -257,6 +259,14 @@ class TestAllUsers:
         assert first["next"] is not None
         second = user_client.get(first["next"]).json()
         assert {r["id"] for r in first["results"]}.isdisjoint({r["id"] for r in second["results"]})
+
+    def test_query_count_does_not_grow_with_the_page(self, user_client, django_assert_num_queries):
+        UserFactory.create_batch(3)
+        with CaptureQueriesContext(connection) as small_page:
+            user_client.get(ALL_USERS, {"page_size": 2})
+        UserFactory.create_batch(30)
+        with django_assert_num_queries(len(small_page)):
+            assert len(user_client.get(ALL_USERS, {"page_size": 30}).json()["results"]) == 30
 
     def test_page_past_the_end_is_a_json_404(self, user_client):
         assert_json_error(user_client.get(ALL_USERS, {"page": 99}), 404)

@@ -1,0 +1,46 @@
+import pytest
+from django.core.exceptions import ValidationError
+from django.test import Client
+from django.urls import path
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import AllowAny
+
+
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def raises_django_validation_error(request):
+    raise ValidationError({"online_status": "not allowed here"})
+
+
+def crashes(request):
+    raise RuntimeError("a bug")
+
+
+urlpatterns = [
+    path("validation/", raises_django_validation_error),
+    path("crash/", crashes),
+]
+handler404 = "offchat_backend.errors.not_found"
+handler500 = "rest_framework.exceptions.server_error"
+
+pytestmark = pytest.mark.urls(__name__)
+
+
+def test_a_django_validation_error_from_a_service_is_a_json_400(client):
+    response = client.get("/validation/")
+    assert response.status_code == 400
+    assert response.json() == {"online_status": ["not allowed here"]}
+
+
+def test_an_unhandled_error_is_a_json_500_not_an_html_page():
+    response = Client(raise_request_exception=False).get("/crash/")
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "Server Error (500)"}
+
+
+def test_the_project_urlconf_uses_the_json_handlers():
+    from offchat_backend import urls
+
+    assert urls.handler404 == handler404
+    assert urls.handler500 == handler500
