@@ -21,11 +21,10 @@ def test_changelist_shows_presence_and_filters_by_status(admin_client):
     assert "absent-person" not in page
 
 
-def test_editing_a_user_in_the_admin_does_not_overwrite_presence(admin_client):
+def test_presence_is_read_only_in_the_admin_form(admin_client):
     user = UserFactory(first_name="Old")
-    form = admin_client.get(f"/admin/users/user/{user.pk}/change/")
-    assert form.status_code == 200
-    presence.mark_online(user=User.objects.get(pk=user.pk))  # a login lands while the form is open
+    presence.mark_online(user=user)
+    assert admin_client.get(f"/admin/users/user/{user.pk}/change/").status_code == 200
 
     response = admin_client.post(
         f"/admin/users/user/{user.pk}/change/",
@@ -37,10 +36,13 @@ def test_editing_a_user_in_the_admin_does_not_overwrite_presence(admin_client):
             "is_active": "on",
             "date_joined_0": "2026-01-01",
             "date_joined_1": "00:00:00",
+            "online_status": "offline",  # not a form field: ignored
+            "last_seen_0": "2020-01-01",
+            "last_seen_1": "00:00:00",
         },
     )
 
     assert response.status_code == 302, response.content.decode()[:2000]
-    user.refresh_from_db()
-    assert user.first_name == "New"
-    assert user.online_status == OnlineStatus.ONLINE
+    stored = User.objects.get(pk=user.pk)
+    assert stored.first_name == "New"
+    assert (stored.online_status, stored.last_seen) == (OnlineStatus.ONLINE, user.last_seen)
