@@ -25,6 +25,14 @@ def _as_api_exception(exc):
     return exc
 
 
+# Django's error handlers, for what never reaches a DRF view: the same {"detail": ...} shape.
+def bad_request(request, exception=None):
+    return JsonResponse({"detail": "Bad request."}, status=400)
+
+
 def not_found(request, exception=None):
-    """handler404: unknown URLs answer in JSON like the rest of the API."""
     return JsonResponse({"detail": "Not found."}, status=404)
+
+
+def server_error(request):
+    return JsonResponse({"detail": "Server error."}, status=500)

@@ -6,6 +6,6 @@ urlpatterns = [
     path("api/users/", include("users.urls")),
 ]
 
-handler400 = "rest_framework.exceptions.bad_request"
+handler400 = "offchat_backend.errors.bad_request"
 handler404 = "offchat_backend.errors.not_found"
-handler500 = "rest_framework.exceptions.server_error"
+handler500 = "offchat_backend.errors.server_error"

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django_filters.rest_framework import DjangoFilterBackend
-from rest_framework import generics, mixins, status, viewsets
+from rest_framework import generics, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.filters import SearchFilter
 from rest_framework.permissions import AllowAny, IsAdminUser
@@ -115,4 +115,4 @@ class AdminUserViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         presence.set_status(user=user, status=serializer.validated_data["online_status"])
         # An admin who sets their own status must not be flipped back online by this request.
         presence_written_by_view(request)
-        return Response(serializers.PresenceSerializer(user).data, status=status.HTTP_200_OK)
+        return Response(serializers.PresenceSerializer(user).data)

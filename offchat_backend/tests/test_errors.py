@@ -21,7 +21,7 @@ urlpatterns = [
     path("crash/", crashes),
 ]
 handler404 = "offchat_backend.errors.not_found"
-handler500 = "rest_framework.exceptions.server_error"
+handler500 = "offchat_backend.errors.server_error"
 
 pytestmark = pytest.mark.urls(__name__)
 
@@ -36,11 +36,19 @@ def test_an_unhandled_error_is_a_json_500_not_an_html_page():
     response = Client(raise_request_exception=False).get("/crash/")
     assert response.status_code == 500
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"error": "Server Error (500)"}
+    assert response.json() == {"detail": "Server error."}
 
 
 def test_the_project_urlconf_uses_the_json_handlers():
     from offchat_backend import urls
 
+    assert urls.handler400 == "offchat_backend.errors.bad_request"
     assert urls.handler404 == handler404
     assert urls.handler500 == handler500
+
+
+@pytest.mark.urls("offchat_backend.urls")
+def test_a_request_django_rejects_before_any_view_is_a_json_400():
+    response = Client(raise_request_exception=False).get("/api/users/all-users/", headers={"host": "evil.example"})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Bad request."}
