@@ -21,7 +21,6 @@ class User(AbstractUser):
 
     class Meta(AbstractUser.Meta):
         db_table = "users"
-        swappable = "AUTH_USER_MODEL"
         indexes = [
             # Serves the sweep and the online/away filters. It indexes the status, not
             # last_seen: a heartbeat changes only last_seen, so it touches no indexed column

@@ -197,6 +197,9 @@ REST_FRAMEWORK = {
         "login": env.str("THROTTLE_RATE_LOGIN", default="20/min"),
     },
     "EXCEPTION_HANDLER": "offchat_backend.errors.handle_api_exception",
+    # How many proxies in front of gunicorn append to X-Forwarded-For. Throttling keys on the
+    # client address; with 0 it is the socket's peer, which a client cannot forge.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 
 SIMPLE_JWT = {

@@ -102,6 +102,17 @@ class TestLogin:
         assert int(response["Retry-After"]) > 0
         assert stored(user)[0] == OnlineStatus.OFFLINE
 
+    def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(self, api_client, user, monkeypatch):
+        monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "login", "3/min")
+        for forged in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+            api_client.post(
+                LOGIN, {"username": user.username, "password": "wrong"}, format="json", HTTP_X_FORWARDED_FOR=forged
+            )
+        response = api_client.post(
+            LOGIN, {"username": user.username, "password": PASSWORD}, format="json", HTTP_X_FORWARDED_FOR="10.0.0.4"
+        )
+        assert_json_error(response, 429)
+
 
 def client_for_token(access):
     from rest_framework.test import APIClient

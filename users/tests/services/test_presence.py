@@ -208,3 +208,16 @@ def test_sweep_update_can_read_only_the_present_part_of_the_table():
         cursor.execute("EXPLAIN " + queries[0]["sql"])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "users_present_status_idx" in plan, plan
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_admin_online_filter_can_use_the_same_index():
+    from users.selectors import online_users_for_admin
+
+    sql, params = online_users_for_admin().query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "users_present_status_idx" in plan, plan
