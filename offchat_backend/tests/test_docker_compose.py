@@ -1,9 +1,11 @@
 """No Docker engine runs here: check the compose file against the code instead."""
 
+import os
 import re
 import secrets
 import subprocess
 import sys
+import time
 from urllib.parse import urlparse
 
 import pytest
@@ -76,11 +78,31 @@ def test_app_services_point_at_the_compose_database_and_redis(service):
 
 
 def test_long_running_services_wait_for_migrations_and_have_health_checks():
-    for name in ("postgres", "redis", "web", "worker"):
+    for name in ("postgres", "redis", "web", "worker", "beat"):
         assert SERVICES[name]["healthcheck"]["test"], name
     for name in ("web", "worker"):
         assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "migrate" in command("migrate")
+
+
+@pytest.mark.parametrize(
+    ("schedule_files_age", "healthy"),
+    [(10, True), (299, True), (301, False), (None, False)],
+)
+def test_beat_health_check_follows_the_schedule_files_age(tmp_path, schedule_files_age, healthy):
+    schedule = tmp_path / "celerybeat-schedule"
+    if schedule_files_age is not None:
+        for suffix in (".dat", ".dir"):
+            path = tmp_path / f"celerybeat-schedule{suffix}"
+            path.touch()
+            then = time.time() - schedule_files_age
+            os.utime(path, (then, then))
+    check = SERVICES["beat"]["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"]
+    result = subprocess.run(
+        [sys.executable, "-c", check[3]], env=clean_env(CELERY_BEAT_SCHEDULE_FILENAME=str(schedule))
+    )
+    assert (result.returncode == 0) == healthy
 
 
 def test_production_settings_accept_the_compose_environment(tmp_path):
