@@ -1,4 +1,7 @@
+import threading
+
 import pytest
+from django.db import connections
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
@@ -63,3 +66,33 @@ def test_log_out_with_a_forged_token_changes_nothing():
     user.refresh_from_db()
     assert user.online_status == OnlineStatus.ONLINE
     assert not BlacklistedToken.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_logouts_racing_with_one_token_revoke_it_once():
+    user = UserFactory()
+    tokens = auth.log_in(user=user)
+    start = threading.Barrier(2)
+    outcomes = []
+
+    def log_out():
+        start.wait(timeout=10)
+        try:
+            auth.log_out(user=user, refresh_token=tokens.refresh)
+            outcomes.append("logged out")
+        except TokenError:
+            outcomes.append("refused")
+        except Exception as unexpected:  # an IntegrityError here would be a 500 for the client
+            outcomes.append(repr(unexpected))
+        finally:
+            connections.close_all()
+
+    racers = [threading.Thread(target=log_out) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=20)
+
+    assert sorted(outcomes) == ["logged out", "refused"]
+    assert BlacklistedToken.objects.count() == 1
