@@ -31,8 +31,9 @@ CONFIG_VARIABLES = frozenset(
 
 
 def clean_env(**config):
+    """The caller's environment less any configuration, and no developer's .env file either."""
     env = {key: value for key, value in os.environ.items() if key not in CONFIG_VARIABLES}
-    return {**env, **config}
+    return {**env, "READ_DOT_ENV_FILE": "false", **config}
 
 
 def session_database_url():
