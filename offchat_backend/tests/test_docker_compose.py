@@ -86,10 +86,17 @@ def test_long_running_services_wait_for_migrations_and_have_health_checks():
 
 
 @pytest.mark.parametrize(
-    ("schedule_files_age", "healthy"),
-    [(10, True), (299, True), (301, False), (None, False)],
+    ("sweep_interval", "schedule_files_age", "healthy"),
+    [
+        ("60", 10, True),
+        ("60", 299, True),
+        ("60", 301, False),
+        ("60", None, False),
+        ("600", 1300, True),  # a slower sweep ticks beat less often
+        ("600", 1400, False),
+    ],
 )
-def test_beat_health_check_follows_the_schedule_files_age(tmp_path, schedule_files_age, healthy):
+def test_beat_health_check_follows_the_schedule_files_age(tmp_path, sweep_interval, schedule_files_age, healthy):
     schedule = tmp_path / "celerybeat-schedule"
     if schedule_files_age is not None:
         for suffix in (".dat", ".dir"):
@@ -99,9 +106,8 @@ def test_beat_health_check_follows_the_schedule_files_age(tmp_path, schedule_fil
             os.utime(path, (then, then))
     check = SERVICES["beat"]["healthcheck"]["test"]
     assert check[:3] == ["CMD", "python", "-c"]
-    result = subprocess.run(
-        [sys.executable, "-c", check[3]], env=clean_env(CELERY_BEAT_SCHEDULE_FILENAME=str(schedule))
-    )
+    env = clean_env(CELERY_BEAT_SCHEDULE_FILENAME=str(schedule), PRESENCE_SWEEP_INTERVAL=sweep_interval)
+    result = subprocess.run([sys.executable, "-c", check[3]], env=env)
     assert (result.returncode == 0) == healthy
 
 
