@@ -20,11 +20,16 @@ def staff(db):
     return StaffFactory()
 
 
-def client_for(user):
-    """An API client that sends a real access token of `user`, as a logged-in browser does."""
+def client_with_token(access):
+    """An API client that sends `access` as its Bearer token, as a logged-in browser does."""
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
     return client
+
+
+def client_for(user):
+    """An API client with a real access token of `user`."""
+    return client_with_token(RefreshToken.for_user(user).access_token)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from users.models import OnlineStatus, User
-from users.tests.conftest import client_for
+from users.tests.conftest import client_for, client_with_token
 from users.tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +61,7 @@ class TestLogin:
         assert body["user"]["online_status"] == "online"
         assert "password" not in body["user"]
         assert stored(user) == (OnlineStatus.ONLINE, NOW)
-        assert client_for_token(body["access"]).get(ALL_USERS).status_code == 200
+        assert client_with_token(body["access"]).get(ALL_USERS).status_code == 200
 
     def test_wrong_password_unknown_user_and_inactive_user_get_the_same_401(self, api_client, user):
         inactive = UserFactory(is_active=False)
@@ -114,14 +114,6 @@ class TestLogin:
         assert_json_error(response, 429)
 
 
-def client_for_token(access):
-    from rest_framework.test import APIClient
-
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
-    return client
-
-
 class TestTokenRefresh:
     def test_returns_a_new_access_and_rotates_the_refresh_token(self, api_client, user):
         tokens = log_in(api_client, user).json()
@@ -132,13 +124,13 @@ class TestTokenRefresh:
         body = response.json()
         assert set(body) == {"access", "refresh"}
         assert body["refresh"] != tokens["refresh"]
-        assert client_for_token(body["access"]).get(ALL_USERS).status_code == 200
+        assert client_with_token(body["access"]).get(ALL_USERS).status_code == 200
         # The old refresh token was single-use.
         assert_json_error(api_client.post(REFRESH, {"refresh": tokens["refresh"]}, format="json"), 401)
 
     def test_blacklisted_refresh_token_is_401(self, api_client, user):
         tokens = log_in(api_client, user).json()
-        client_for_token(tokens["access"]).post(LOGOUT, {"refresh": tokens["refresh"]}, format="json")
+        client_with_token(tokens["access"]).post(LOGOUT, {"refresh": tokens["refresh"]}, format="json")
         assert_json_error(api_client.post(REFRESH, {"refresh": tokens["refresh"]}, format="json"), 401)
 
     def test_expired_refresh_token_is_401(self, api_client, user):
@@ -169,7 +161,7 @@ class TestLogout:
     @time_machine.travel(NOW, tick=False)
     def test_blacklists_the_refresh_token_and_marks_the_user_offline(self, api_client, user):
         tokens = log_in(api_client, user).json()
-        client = client_for_token(tokens["access"])
+        client = client_with_token(tokens["access"])
 
         response = client.post(LOGOUT, {"refresh": tokens["refresh"]}, format="json")
 

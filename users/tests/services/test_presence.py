@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from users.models import OnlineStatus, User
+from users.selectors import online_users_for_admin
 from users.services import presence
 from users.tests.factories import UserFactory
 
@@ -196,6 +197,15 @@ class TestSweepRacingHeartbeatOnPostgres:
             assert set(User.objects.values_list("online_status", flat=True)) == {OnlineStatus.ONLINE}
 
 
+def planned_without_seqscan(sql, params=()):
+    """The plan PostgreSQL picks when a sequential scan is off: on a tiny test table this asks
+    whether an index is usable at all, not whether it is the cheapest path today."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_sweep_update_can_read_only_the_present_part_of_the_table():
@@ -203,21 +213,12 @@ def test_sweep_update_can_read_only_the_present_part_of_the_table():
         with CaptureQueriesContext(connection) as queries:
             presence.mark_inactive_users_offline(now=NOW)
         transaction.set_rollback(True)
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")  # tiny table: ask whether the index is usable
-        cursor.execute("EXPLAIN " + queries[0]["sql"])
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = planned_without_seqscan(queries[0]["sql"])
     assert "users_present_status_idx" in plan, plan
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_the_admin_online_filter_can_use_the_same_index():
-    from users.selectors import online_users_for_admin
-
-    sql, params = online_users_for_admin().query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + sql, params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = planned_without_seqscan(*online_users_for_admin().query.sql_with_params())
     assert "users_present_status_idx" in plan, plan
