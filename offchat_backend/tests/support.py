@@ -1,8 +1,11 @@
 """Helpers for tests that start the project's own processes (worker, gunicorn, settings)."""
 
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from django.db import connection
@@ -47,3 +50,40 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class ProjectProcess:
+    """One of the project's own commands (a worker, gunicorn) running from the repository,
+    its output kept in `log_path` and shown whenever a wait gives up."""
+
+    def __init__(self, command, *, env, log_path):
+        self.log_path = Path(log_path)
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_for(self, condition, *, timeout=60, while_waiting=lambda: None):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the process exited early:\n{self.output()}"
+            if condition():
+                return
+            while_waiting()
+            time.sleep(0.25)
+        raise AssertionError(f"gave up after {timeout}s; process output:\n{self.output()}")
+
+    def output(self):
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        """SIGTERM to the whole process group (prefork children, gunicorn workers), then SIGKILL."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()

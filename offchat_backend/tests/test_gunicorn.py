@@ -2,8 +2,6 @@
 
 import json
 import secrets
-import subprocess
-import time
 import urllib.error
 import urllib.request
 
@@ -11,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from offchat_backend.tests.support import REPO, VENV_BIN, clean_env, free_port, session_database_url
+from offchat_backend.tests.support import VENV_BIN, ProjectProcess, clean_env, free_port, session_database_url
 from users.models import OnlineStatus, User
 from users.tests.factories import PASSWORD, UserFactory
 
@@ -41,27 +39,24 @@ def gunicorn(tmp_path):
         REDIS_URL=settings.REDIS_URL,
         LOCAL_STATE_DIR=str(tmp_path),
     )
-    log = open(tmp_path / "gunicorn.log", "wb")
-    process = subprocess.Popen(
+    server = ProjectProcess(
         [str(VENV_BIN / "gunicorn"), "offchat_backend.wsgi:application", f"--bind=127.0.0.1:{port}", "--workers=2"],
-        cwd=REPO,
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        log_path=tmp_path / "gunicorn.log",
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-        except urllib.error.HTTPError:
-            break  # any HTTP answer: it is serving
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
-            time.sleep(0.2)
+    server.wait_for(lambda: answers_http(port), timeout=30)
     yield port
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    server.stop()
+
+
+def answers_http(port):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer, even a 404: it is serving
+    except OSError:
+        return False
+    return True
 
 
 @pytest.mark.postgres

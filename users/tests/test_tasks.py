@@ -1,11 +1,7 @@
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import time_machine
@@ -15,7 +11,7 @@ from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from offchat_backend.celery import app
-from offchat_backend.tests.support import REPO, VENV_BIN, clean_env, session_database_url
+from offchat_backend.tests.support import REPO, VENV_BIN, ProjectProcess, clean_env, session_database_url
 from users import tasks
 from users.models import OnlineStatus, User
 from users.services import auth, presence
@@ -76,52 +72,14 @@ def worker_env(**config):
     return clean_env(**FAST_SWEEP, **config)
 
 
-class RunningWorker:
-    """`celery -A offchat_backend worker --beat -l info`, exactly as ops run it."""
-
-    def __init__(self, env, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [str(CELERY), "-A", "offchat_backend", "worker", "--beat", "-l", "info"],
-            cwd=REPO,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_for(self, condition, *, timeout=60, while_waiting=lambda: None):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"the worker exited early:\n{self.output()}"
-            if condition():
-                return
-            while_waiting()
-            time.sleep(0.25)
-        raise AssertionError(f"gave up after {timeout}s; worker output:\n{self.output()}")
-
-    def output(self):
-        self.log.flush()
-        return Path(self.log_path).read_text(errors="replace")
-
-    def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
-
-
 @pytest.fixture
 def start_worker(tmp_path):
     workers = []
 
     def start(env):
-        worker = RunningWorker(env, tmp_path / f"worker-{len(workers)}.log")
+        """`celery -A offchat_backend worker --beat -l info`, exactly as ops run it."""
+        command = [str(CELERY), "-A", "offchat_backend", "worker", "--beat", "-l", "info"]
+        worker = ProjectProcess(command, env=env, log_path=tmp_path / f"worker-{len(workers)}.log")
         workers.append(worker)
         return worker
 
