@@ -7,7 +7,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
-from users.exceptions import RefreshTokenNotOwnedError
+from users.exceptions import InvalidCursorError, RefreshTokenNotOwnedError, ResyncRequiredError
 
 
 def handle_api_exception(exc, context):
@@ -18,6 +18,9 @@ def handle_api_exception(exc, context):
 def _as_api_exception(exc):
     if isinstance(exc, RefreshTokenNotOwnedError):
         return exceptions.PermissionDenied(exc.message)
+    if isinstance(exc, InvalidCursorError | ResyncRequiredError):
+        # `code` tells a client to reload the full list (resync_required) or fix its request.
+        return exceptions.ValidationError({"since": [exc.message], "code": exc.code})
     if isinstance(exc, TokenError):
         return InvalidToken(str(exc))
     if isinstance(exc, DjangoValidationError):

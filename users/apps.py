@@ -5,4 +5,4 @@ class UsersConfig(AppConfig):
     name = "users"
 
     def ready(self):
-        from . import checks  # noqa: F401  registers the presence settings checks
+        from . import checks, signals  # noqa: F401  registers the settings checks and signal handlers

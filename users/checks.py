@@ -7,7 +7,7 @@ def check_presence_settings(app_configs, **kwargs):
     timeout = settings.PRESENCE_INACTIVITY_TIMEOUT
     heartbeat = settings.PRESENCE_HEARTBEAT_INTERVAL
     problems = []
-    if min(timeout, heartbeat, settings.PRESENCE_SWEEP_INTERVAL) <= 0:
+    if min(timeout, heartbeat, settings.PRESENCE_SWEEP_INTERVAL, settings.PRESENCE_AWAY_AFTER) <= 0:
         problems.append(Error("Presence intervals must be positive numbers of seconds.", id="users.E001"))
     elif timeout <= heartbeat:
         problems.append(

@@ -20,7 +20,8 @@ class PresenceMiddleware:
 
     It acts after the view, not before: DRF authenticates the JWT inside the view and only
     then sets the user on the Django request, so before the view every API client still
-    looks anonymous.
+    looks anonymous. It touches the presence session of the token used; a request without
+    one (the Django admin's cookie session) is no chat client and counts for nothing.
     """
 
     def __init__(self, get_response):
@@ -29,10 +30,11 @@ class PresenceMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         user = getattr(request, "user", None)
-        if user is None or not user.is_authenticated or getattr(request, _PRESENCE_WRITTEN_BY_VIEW, False):
+        session = getattr(user, "presence_session", None)
+        if session is None or getattr(request, _PRESENCE_WRITTEN_BY_VIEW, False):
             return response
         try:
-            presence.record_activity(user=user)
+            presence.record_activity(user=user, session=session, active=True)
         except DatabaseError:
             # The response is already made; a missed activity write is healed by the next one.
             logger.exception("event=activity_write_failed user_id=%s", user.pk)

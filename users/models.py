@@ -1,5 +1,8 @@
+import uuid
+
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 
 
@@ -9,15 +12,43 @@ class OnlineStatus(models.TextChoices):
     OFFLINE = "offline", "Offline"
 
 
+class ReportedStatus(models.TextChoices):
+    """What a client may say about itself: it is connected either way."""
+
+    ONLINE = "online", "Online"
+    AWAY = "away", "Away"
+
+
+class SessionEndReason(models.TextChoices):
+    IDLE = "idle", "Idle past the inactivity timeout"
+    LOGOUT = "logout", "Logged out"
+    FORCED = "forced", "Ended by the user or an admin"
+    ADMIN = "admin", "Set offline by an admin"
+
+
 # Statuses the sweep has to look at. The partial index below holds exactly these rows, so a
 # sweep reads the (small) present part of the table, never the offline majority.
 PRESENT_STATUSES = (OnlineStatus.ONLINE, OnlineStatus.AWAY)
-PRESENCE_FIELDS = frozenset({"online_status", "last_seen"})
+# Written only by users.services.presence; a plain save() leaves them alone.
+PRESENCE_FIELDS = frozenset(
+    {"online_status", "last_seen", "last_active", "manual_status", "share_presence", "presence_update_id"}
+)
 
 
 class User(AbstractUser):
+    # The materialized status: what the user's live sessions report (online beats away), or
+    # offline with none. What endpoints show is computed from it at read time
+    # (users.selectors.presence), so a dead sweeper never shows a stale user online.
     online_status = models.CharField(max_length=7, choices=OnlineStatus.choices, default=OnlineStatus.OFFLINE)
+    # The connection was alive (any request, any heartbeat), newest over all sessions.
     last_seen = models.DateTimeField(null=True, blank=True)
+    # Real input (a non-heartbeat request, a heartbeat that says online), newest over all sessions.
+    last_active = models.DateTimeField(null=True, blank=True)
+    # Set by the user (Slack's manual away): shown while connected until cleared.
+    manual_status = models.CharField(max_length=7, choices=ReportedStatus.choices, null=True, blank=True)
+    share_presence = models.BooleanField(default=True)
+    # Position in the change feed; bumped by every write that changes what lists show.
+    presence_update_id = models.BigIntegerField(default=0)
 
     class Meta(AbstractUser.Meta):
         db_table = "users"
@@ -30,44 +61,91 @@ class User(AbstractUser):
                 name="users_present_status_idx",
                 condition=Q(online_status__in=PRESENT_STATUSES),
             ),
+            # The change feed reads users changed after a cursor. The column moves on
+            # transitions only, never on a plain heartbeat.
+            models.Index(fields=["presence_update_id"], name="users_presence_update_idx"),
         ]
 
     def save(self, *args, **kwargs):
-        """Saving an existing user never writes presence.
+        """Saving an existing user never writes presence; a new user enters the change feed.
 
         Presence is written only by users.services.presence, in conditional UPDATEs. A plain
         save (the Django admin, a password change) would otherwise write back the status and
         last_seen it loaded earlier, undoing a heartbeat or a sweep that committed since.
         """
+        from users.services import presence
+
         if not self._state.adding and kwargs.get("update_fields") is None:
             kwargs["update_fields"] = [
                 field.name
                 for field in self._meta.concrete_fields
                 if not field.primary_key and field.name not in PRESENCE_FIELDS
             ]
-        super().save(*args, **kwargs)
-
-    # Thin delegates: every presence write goes through users.services.presence.
-    def set_online(self):
-        from users.services import presence
-
-        presence.mark_online(user=self)
-
-    def set_away(self):
-        from users.services import presence
-
-        presence.set_status(user=self, status=OnlineStatus.AWAY)
-
-    def set_offline(self):
-        from users.services import presence
-
-        presence.mark_offline(user=self)
-
-    def update_last_seen(self):
-        from users.services import presence
-
-        presence.record_activity(user=self)
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            presence.record_account_change(user=self)
 
     @property
     def is_online(self):
-        return self.online_status == OnlineStatus.ONLINE
+        from users.selectors.presence import effective_status
+
+        return effective_status(user=self) == OnlineStatus.ONLINE
+
+
+class PresenceSession(models.Model):
+    """One login on one device or tab. Access and refresh tokens carry its id (claim `sid`).
+
+    Live while `ended_at` is null. The sweep ends a session idle past the timeout, but its
+    tokens stay valid and the device's next request revives it; logout and a forced end
+    revoke it (`revoked_at`), after which its tokens get 401.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="presence_sessions")
+    user_agent = models.CharField(max_length=256, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    last_active = models.DateTimeField(null=True, blank=True)
+    reported_status = models.CharField(max_length=7, choices=ReportedStatus.choices, default=ReportedStatus.ONLINE)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=6, choices=SessionEndReason.choices, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "presence_sessions"
+        ordering = ["-created_at", "id"]
+        indexes = [
+            # The sweep and the per-user aggregation read live sessions only.
+            models.Index(fields=["user"], name="presence_session_live_idx", condition=Q(ended_at__isnull=True)),
+        ]
+
+    @property
+    def is_live(self):
+        return self.ended_at is None
+
+
+class PresenceSequence(models.Model):
+    """One row: the last change-feed id handed out.
+
+    Writers take the next id with an UPDATE of this row, as the last lock of their
+    transaction. The row lock is held until commit, so ids become visible in commit order
+    and a poller that has seen id N has seen every change up to N (Zulip's last_update_id).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_update_id = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "presence_sequence"
+
+
+class PresenceTombstone(models.Model):
+    """A deleted user, kept for the change feed so pollers drop them too."""
+
+    user_id = models.BigIntegerField(primary_key=True)
+    presence_update_id = models.BigIntegerField(db_index=True)
+    deleted_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "presence_tombstones"

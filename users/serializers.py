@@ -1,14 +1,48 @@
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt import serializers as jwt_serializers
+from rest_framework_simplejwt.tokens import RefreshToken
 
-from users.models import OnlineStatus, User
+from users.authentication import session_of_token
+from users.models import OnlineStatus, PresenceSession, ReportedStatus, User
+from users.selectors.presence import effective_status, presence_shown_to
 
-ALLOWED_STATUSES = ", ".join(OnlineStatus.values)
+
+def _choice_field(choices, name, **kwargs):
+    allowed = ", ".join(value for value, _ in choices)
+    return serializers.ChoiceField(
+        choices=choices,
+        error_messages={"invalid_choice": f'"{{input}}" is not a valid {name}. Allowed values: {allowed}.'},
+        **kwargs,
+    )
 
 
-class DirectoryUserSerializer(serializers.ModelSerializer):
+def _presence_now(context):
+    """One clock reading per request, so that every row of a list is judged at one moment."""
+    return context.get("presence_now") or timezone.now()
+
+
+class ListedPresenceMixin(serializers.Serializer):
+    """Presence as lists show it: computed now, private presence hidden from other users,
+    last_seen only for offline users (users.selectors.presence.presence_shown_to)."""
+
+    online_status = serializers.SerializerMethodField()
+    last_seen = serializers.SerializerMethodField()
+
+    def _shown(self, user):
+        return presence_shown_to(viewer=self.context["request"].user, user=user, now=_presence_now(self.context))
+
+    def get_online_status(self, user) -> str:
+        return self._shown(user).status
+
+    def get_last_seen(self, user):
+        last_seen = self._shown(user).last_seen
+        return serializers.DateTimeField().to_representation(last_seen) if last_seen else None
+
+
+class DirectoryUserSerializer(ListedPresenceMixin, serializers.ModelSerializer):
     """What any signed-in user may see of another: no email, no staff flags."""
 
     class Meta:
@@ -17,11 +51,15 @@ class DirectoryUserSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AdminUserSerializer(serializers.ModelSerializer):
+class AdminUserSerializer(ListedPresenceMixin, serializers.ModelSerializer):
+    is_online = serializers.SerializerMethodField()
+
     class Meta:
         model = User
         fields = DirectoryUserSerializer.Meta.fields + [
             "is_online",
+            "manual_status",
+            "share_presence",
             "email",
             "is_staff",
             "is_active",
@@ -29,30 +67,101 @@ class AdminUserSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-
-class AccountSerializer(serializers.ModelSerializer):
-    """The signed-in user's own account, returned at login."""
-
-    class Meta:
-        model = User
-        fields = DirectoryUserSerializer.Meta.fields + ["email", "is_staff"]
-        read_only_fields = fields
+    def get_is_online(self, user) -> bool:
+        return self._shown(user).status == OnlineStatus.ONLINE
 
 
 class PresenceSerializer(serializers.ModelSerializer):
+    """One user's presence in full, for that user and for staff."""
+
+    online_status = serializers.SerializerMethodField()
+    is_online = serializers.SerializerMethodField()
+
     class Meta:
         model = User
-        fields = ["id", "username", "online_status", "last_seen", "is_online"]
+        fields = [
+            "id",
+            "username",
+            "online_status",
+            "last_seen",
+            "last_active",
+            "manual_status",
+            "share_presence",
+            "is_online",
+        ]
         read_only_fields = fields
+
+    def get_online_status(self, user) -> str:
+        return effective_status(user=user, now=_presence_now(self.context))
+
+    def get_is_online(self, user) -> bool:
+        return self.get_online_status(user) == OnlineStatus.ONLINE
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    """The signed-in user's own account: returned at login, read and edited at /me/."""
+
+    online_status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = User
+        fields = [
+            "id",
+            "username",
+            "first_name",
+            "last_name",
+            "email",
+            "is_staff",
+            "share_presence",
+            "online_status",
+            "last_seen",
+        ]
+        # Writable: first_name, last_name, share_presence. Nothing else, so no request can make
+        # a user staff or rename them (mass assignment).
+        read_only_fields = ["id", "username", "email", "is_staff", "online_status", "last_seen"]
+
+    def get_online_status(self, user) -> str:
+        return effective_status(user=user, now=_presence_now(self.context))
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    status = _choice_field(ReportedStatus.choices, "status", required=False, default=ReportedStatus.ONLINE)
+
+
+class ManualPresenceSerializer(serializers.Serializer):
+    """`null` clears the manual status: presence follows the sessions again."""
+
+    status = _choice_field(ReportedStatus.choices, "status", allow_null=True)
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    is_current = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PresenceSession
+        fields = [
+            "id",
+            "user_agent",
+            "ip_address",
+            "created_at",
+            "last_seen",
+            "last_active",
+            "reported_status",
+            "is_live",
+            "ended_at",
+            "end_reason",
+            "revoked_at",
+            "is_current",
+        ]
+        read_only_fields = fields
+
+    def get_is_current(self, session) -> bool:
+        current = getattr(self.context["request"].user, "presence_session", None)
+        return current is not None and current.pk == session.pk
 
 
 class SetOnlineStatusSerializer(serializers.Serializer):
-    online_status = serializers.ChoiceField(
-        choices=OnlineStatus.choices,
-        error_messages={
-            "invalid_choice": f'"{{input}}" is not a valid online_status. Allowed values: {ALLOWED_STATUSES}.'
-        },
-    )
+    online_status = _choice_field(OnlineStatus.choices, "online_status")
 
 
 class LoginSerializer(jwt_serializers.TokenObtainSerializer):
@@ -65,9 +174,11 @@ class LogoutSerializer(serializers.Serializer):
 
 
 class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
-    """simplejwt's refresh, plus a 401 (not a 500) for a token whose user was deleted."""
+    """simplejwt's refresh, refused for a revoked session, and a 401 (not a 500) for a token
+    whose user was deleted."""
 
     def validate(self, attrs):
+        session_of_token(RefreshToken(attrs["refresh"]))
         try:
             return super().validate(attrs)
         except get_user_model().DoesNotExist as missing:

@@ -133,6 +133,13 @@ PRESENCE_HEARTBEAT_INTERVAL = env.int("PRESENCE_HEARTBEAT_INTERVAL", default=30)
 # last_seen is at least this old. Just under the heartbeat interval, so that every heartbeat
 # still moves last_seen while a burst of API calls costs one write, not one per request.
 PRESENCE_WRITE_GRANULARITY = env.int("PRESENCE_WRITE_GRANULARITY", default=max(PRESENCE_HEARTBEAT_INTERVAL - 5, 0))
+# A connected user with no real input (a non-heartbeat request, a heartbeat saying online)
+# for this long is away (Synapse's idle timer).
+PRESENCE_AWAY_AFTER = env.int("PRESENCE_AWAY_AFTER", default=300)
+# The change feed (?since=cursor) answers for cursors up to this old, and for at most this
+# many changed users; past either the client reloads the full list.
+PRESENCE_FEED_MAX_AGE = env.int("PRESENCE_FEED_MAX_AGE", default=24 * 60 * 60)
+PRESENCE_FEED_MAX_CHANGES = env.int("PRESENCE_FEED_MAX_CHANGES", default=1000)
 
 
 # --- Celery -------------------------------------------------------------------
@@ -181,7 +188,7 @@ if CELERY_BEAT_SCHEDULE_FILENAME:
 
 # --- REST framework and JWT ---------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["users.authentication.SessionJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],

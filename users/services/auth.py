@@ -1,4 +1,4 @@
-"""Login and logout: tokens and presence change together, in one transaction."""
+"""Login and logout: tokens, sessions and presence change together, in one transaction."""
 
 import logging
 from dataclasses import dataclass
@@ -8,8 +8,9 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from users.authentication import SESSION_CLAIM, session_of_token
 from users.exceptions import RefreshTokenNotOwnedError
-from users.models import User
+from users.models import PresenceSession, SessionEndReason, User
 from users.services import presence
 
 logger = logging.getLogger(__name__)
@@ -19,30 +20,44 @@ logger = logging.getLogger(__name__)
 class IssuedTokens:
     access: str
     refresh: str
+    session: PresenceSession
 
 
-def log_in(*, user: User) -> IssuedTokens:
-    """Issue a token pair for an authenticated user and mark them online."""
+def log_in(*, user: User, user_agent: str = "", ip_address: str | None = None) -> IssuedTokens:
+    """Start a presence session for an authenticated user and issue tokens that carry it."""
     with transaction.atomic():
+        session = presence.start_session(user=user, user_agent=user_agent, ip_address=ip_address)
         refresh = RefreshToken.for_user(user)
-        presence.mark_online(user=user)
-    logger.info("event=login user_id=%s outcome=online", user.pk)
-    return IssuedTokens(access=str(refresh.access_token), refresh=str(refresh))
+        refresh[SESSION_CLAIM] = str(session.pk)
+    logger.info("event=login user_id=%s session_id=%s outcome=online", user.pk, session.pk)
+    return IssuedTokens(access=str(refresh.access_token), refresh=str(refresh), session=session)
 
 
 def log_out(*, user: User, refresh_token: str) -> None:
-    """Blacklist the user's refresh token and mark them offline.
+    """Blacklist the refresh token and revoke its session; other sessions stay.
 
     Raises TokenError for an invalid, expired or already blacklisted token (also when two
-    logouts race with one token: only the first blacklists it), and
-    RefreshTokenNotOwnedError for another user's token, which must not log that user out.
+    logouts race with one token: only the first blacklists it) or one of a revoked session,
+    and RefreshTokenNotOwnedError for another user's token, which must not log that user out.
     """
     token = RefreshToken(refresh_token)
     if str(token.get(jwt_settings.USER_ID_CLAIM)) != str(user.pk):
         raise RefreshTokenNotOwnedError()
+    session = session_of_token(token)
     with transaction.atomic():
         _, newly_blacklisted = token.blacklist()
         if not newly_blacklisted:
             raise TokenError("Token is blacklisted")
-        presence.mark_offline(user=user)
-    logger.info("event=logout user_id=%s outcome=offline", user.pk)
+        presence.end_session(session=session, reason=SessionEndReason.LOGOUT)
+    logger.info(
+        "event=logout user_id=%s session_id=%s outcome=%s", user.pk, session.pk, session.user.online_status
+    )
+
+
+def end_session(*, session: PresenceSession) -> bool:
+    """A forced logout, by the session's user from another device or by an admin."""
+    ended = presence.end_session(session=session, reason=SessionEndReason.FORCED)
+    if ended:
+        logger.info("event=session_ended user_id=%s session_id=%s", session.user_id, session.pk)
+    return ended
+

@@ -1,83 +1,327 @@
 """Every presence write in the project goes through this module.
 
-Each write is one UPDATE whose WHERE clause states what it expects the row to be, never a
-read followed by a save: concurrent writers (a heartbeat racing the sweep, two tabs of one
-user) cannot undo each other, and a write that would change nothing does not happen.
+Writes are conditional UPDATEs inside one transaction, never a read followed by a save of
+stale values: concurrent writers (a heartbeat racing the sweep, two devices of one user)
+cannot undo each other, and a write that would change nothing does not happen.
+
+Locks are always taken in one order: session rows, then user rows, then the change-feed
+counter (users.models.PresenceSequence) last, so no two writers can deadlock.
 
 Timestamps come from the application clock (`timezone.now()`), never the database's, so
 tests can move time with time-machine and every writer agrees on one clock.
 """
 
-from datetime import timedelta
+import logging
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from users.models import PRESENT_STATUSES, OnlineStatus, User
+from users.models import (
+    PRESENT_STATUSES,
+    OnlineStatus,
+    PresenceSequence,
+    PresenceSession,
+    PresenceTombstone,
+    ReportedStatus,
+    SessionEndReason,
+    User,
+)
+from users.selectors.presence import away_after, inactivity_timeout, transition_margin
+
+logger = logging.getLogger(__name__)
 
 
-def mark_online(*, user: User, at=None) -> None:
-    """The user arrived (login): online, last seen now."""
-    _write_status_and_last_seen(user=user, status=OnlineStatus.ONLINE, at=at or timezone.now())
+# --- Sessions -------------------------------------------------------------------------
+def start_session(*, user: User, user_agent: str = "", ip_address: str | None = None, at=None) -> PresenceSession:
+    """A login: a new live session, and the user online."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        session = PresenceSession.objects.create(
+            user=user,
+            user_agent=user_agent[: PresenceSession._meta.get_field("user_agent").max_length],
+            ip_address=ip_address,
+            created_at=at,
+            last_seen=at,
+            last_active=at,
+        )
+        _recompute_user(user=user, at=at, seen=True, active=True)
+    return session
 
 
-def mark_offline(*, user: User, at=None) -> None:
-    """The user left (logout): offline, last seen now, the moment they left."""
-    _write_status_and_last_seen(user=user, status=OnlineStatus.OFFLINE, at=at or timezone.now())
+def end_session(*, session: PresenceSession, reason: str, at=None) -> bool:
+    """Logout (the user's own device) or a forced end (the user elsewhere, or an admin).
 
-
-def set_status(*, user: User, status: str) -> bool:
-    """Set the status alone (an admin's decision). last_seen stays the user's own activity.
-
-    The sweep still applies: a user set online or away who shows no activity goes offline
-    at the first sweep after the inactivity timeout.
-    """
-    changed = User.objects.filter(pk=user.pk).exclude(online_status=status).update(online_status=status)
-    user.online_status = status
-    return bool(changed)
-
-
-def record_activity(*, user: User, at=None) -> bool:
-    """The user did something (heartbeat or any authenticated request): online, last seen now.
-
-    Coalesced: a row already online whose last_seen is younger than
-    PRESENCE_WRITE_GRANULARITY is left alone, so a burst of requests costs one write.
-    A row whose last_seen is already later than `at` (a logout that committed while this
-    request ran) is left alone too: a slow request must not bring a logged-out user back.
-    Returns whether the row was written.
+    Revokes the session: its tokens get 401 from now on. The user stays online while
+    another session is live. Returns False when it was revoked already.
     """
     at = at or timezone.now()
+    with transaction.atomic():
+        revoked = PresenceSession.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
+            revoked_at=at, ended_at=Coalesce(F("ended_at"), at), end_reason=reason
+        )
+        if not revoked:
+            return False
+        # Logout is the user's last act on that device; an admin's forced end is not theirs.
+        _recompute_user(user=session.user, at=at, seen=reason == SessionEndReason.LOGOUT, active=False)
+    session.revoked_at = session.revoked_at or at
+    return True
+
+
+# --- Activity -------------------------------------------------------------------------
+def record_activity(
+    *, user: User, session: PresenceSession, active: bool, reported_status: str | None = None, at=None
+) -> bool:
+    """A request on `session`: the connection is alive; `active` when it was real input.
+
+    `reported_status` is what a heartbeat says (online or away); other requests keep what
+    the session last said. Coalesced: while the session and user rows loaded with the
+    request are younger than PRESENCE_WRITE_GRANULARITY and nothing changes state, nothing
+    is written and no query runs. Returns whether anything was written.
+    """
+    at = at or timezone.now()
+    reported_status = reported_status or session.reported_status
+    if session.ended_at is None and reported_status == session.reported_status:
+        if _is_fresh(user=user, session=session, at=at, active=active):
+            return False
+
+    with transaction.atomic():
+        # A request proves the session alive: it is revived whatever the sweep decided.
+        session_fields = {"last_seen": Greatest("last_seen", at), "ended_at": None, "end_reason": ""}
+        if active:
+            session_fields["last_active"] = Greatest(Coalesce("last_active", at), at)
+        live_session = PresenceSession.objects.filter(pk=session.pk, revoked_at__isnull=True)
+        # Whether the report changed is read from the row under its lock, not from the copy
+        # loaded with the request, which a concurrent request may have made stale.
+        report_changed = not live_session.filter(reported_status=reported_status).update(**session_fields)
+        if report_changed and not live_session.update(**session_fields, reported_status=reported_status):
+            return False  # logged out while this request ran
+        user_fields = {"last_seen": Greatest(Coalesce("last_seen", at), at)}
+        if active:
+            user_fields["last_active"] = Greatest(Coalesce("last_active", at), at)
+        # The fast path's WHERE matches only rows whose shown status this activity cannot
+        # change. A session the sweep ended is revived here without the slow path only while
+        # the user's other sessions already show what it reports.
+        if report_changed or not (
+            User.objects.filter(pk=user.pk)
+            .filter(_shows_the_same_after_activity(reported_status=reported_status, active=active, at=at))
+            .update(**user_fields)
+        ):
+            _recompute_user(user=user, at=at, seen=True, active=active)
+        elif timezone.now() - at > transition_margin():
+            # Took longer than the change feed allows for; a poll may have read the old row
+            # at a moment when it no longer held. A feed id makes pollers read it again.
+            _take_feed_id(user_ids=[user.pk])
+    session.last_seen, session.reported_status, session.ended_at = at, reported_status, None
+    if active:
+        session.last_active = user.last_active = at
+    user.last_seen = at
+    return True
+
+
+def _is_fresh(*, user: User, session: PresenceSession, at: datetime, active: bool) -> bool:
     fresh_since = at - timedelta(seconds=settings.PRESENCE_WRITE_GRANULARITY)
-    never_seen = Q(last_seen__isnull=True)
-    changed = (
-        User.objects.filter(pk=user.pk)
-        .filter(never_seen | Q(last_seen__lt=at))
-        .filter(never_seen | ~Q(online_status=OnlineStatus.ONLINE) | Q(last_seen__lte=fresh_since))
-        .update(online_status=OnlineStatus.ONLINE, last_seen=at)
+    stamps = [session.last_seen, user.last_seen]
+    if active:
+        stamps += [session.last_active, user.last_active]
+    if any(stamp is None or stamp <= fresh_since for stamp in stamps):
+        return False
+    # Fresh, and far enough from every limit that skipping the write changes nothing shown.
+    return _loaded_row_shows_the_same(user=user, session=session, at=at, active=active)
+
+
+def _loaded_row_shows_the_same(*, user: User, session: PresenceSession, at: datetime, active: bool) -> bool:
+    margin = transition_margin()
+    if user.online_status not in _statuses_that_absorb(session.reported_status):
+        return False
+    if user.last_seen <= at - inactivity_timeout() + margin:
+        return False
+    return not active or _input_shows_the_same(
+        manual_status=user.manual_status, stored=user.online_status, last_active=user.last_active, at=at
     )
-    if changed:
-        user.online_status, user.last_seen = OnlineStatus.ONLINE, at
+
+
+def _input_shows_the_same(*, manual_status, stored, last_active, at) -> bool:
+    if manual_status or stored == OnlineStatus.AWAY:
+        return True
+    return last_active is not None and last_active > at - away_after() + transition_margin()
+
+
+def _statuses_that_absorb(reported_status: str) -> tuple[str, ...]:
+    """Stored statuses that a session reporting `reported_status` leaves as they are
+    (online beats away)."""
+    if reported_status == ReportedStatus.AWAY:
+        return PRESENT_STATUSES
+    return (OnlineStatus.ONLINE,)
+
+
+def _shows_the_same_after_activity(*, reported_status: str, active: bool, at: datetime) -> Q:
+    """The rows that this activity cannot move to another status, now or within the margin:
+    the fast path's WHERE clause. Anything else takes the slow path."""
+    margin = transition_margin()
+    same = Q(online_status__in=_statuses_that_absorb(reported_status), last_seen__gt=at - inactivity_timeout() + margin)
+    if active:
+        same &= (
+            Q(manual_status__isnull=False)
+            | Q(online_status=OnlineStatus.AWAY)
+            | Q(last_active__gt=at - away_after() + margin)
+        )
+    return same
+
+
+# --- Statuses set by people -----------------------------------------------------------
+def set_manual_status(*, user: User, status: str | None) -> bool:
+    """The user's own away or online, shown while connected until cleared (None)."""
+    with transaction.atomic():
+        changed = User.objects.filter(pk=user.pk).exclude(manual_status=status).update(manual_status=status)
+        if status is None:
+            changed = changed or User.objects.filter(pk=user.pk, manual_status__isnull=False).update(manual_status=None)
+        if changed:
+            _take_feed_id(user_ids=[user.pk])
+    user.manual_status = status
     return bool(changed)
 
 
-def mark_inactive_users_offline(*, now=None) -> int:
-    """The sweep: every present user inactive for PRESENCE_INACTIVITY_TIMEOUT goes offline.
+def set_share_presence(*, user: User, share: bool) -> bool:
+    with transaction.atomic():
+        changed = User.objects.filter(pk=user.pk).exclude(share_presence=share).update(share_presence=share)
+        if changed:
+            _take_feed_id(user_ids=[user.pk])
+    user.share_presence = share
+    return bool(changed)
 
-    One UPDATE whose WHERE re-checks last_seen. On PostgreSQL a heartbeat that commits while
-    the sweep waits for its row lock makes the row fail the re-check, so an active user never
-    ends offline. Users present with no last_seen at all (set by an admin, never active)
-    count as inactive. Returns how many users changed.
+
+def admin_set_status(*, user: User, status: str, at=None) -> None:
+    """An admin's decision. Offline ends the user's live sessions (not revoked: the user's
+    next request brings them back, as after a sweep); online or away sets the stored status,
+    which holds until the user's own sessions next report a change."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        if status == OnlineStatus.OFFLINE:
+            PresenceSession.objects.filter(user=user, ended_at__isnull=True).update(
+                ended_at=at, end_reason=SessionEndReason.ADMIN
+            )
+        User.objects.filter(pk=user.pk).update(online_status=status)
+        _take_feed_id(user_ids=[user.pk])
+    user.online_status = status
+
+
+# --- The sweep ------------------------------------------------------------------------
+def mark_inactive_users_offline(*, now=None) -> int:
+    """End sessions idle past PRESENCE_INACTIVITY_TIMEOUT; users with none left go offline.
+
+    An idle-ended session is not revoked: its tokens stay valid and its next request
+    revives it. Rows are locked with SELECT ... FOR UPDATE, which on PostgreSQL re-checks
+    the WHERE on a row that a heartbeat committed meanwhile, so an active user never ends
+    offline. Users present with no last_seen at all (set by an admin) count as inactive.
+    Returns how many users went offline.
     """
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT)
-    return (
-        User.objects.filter(online_status__in=PRESENT_STATUSES)
-        .filter(Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True))
-        .update(online_status=OnlineStatus.OFFLINE)
+    cutoff = now - inactivity_timeout()
+    with transaction.atomic():
+        idle = list(
+            PresenceSession.objects.select_for_update()
+            .filter(ended_at__isnull=True, last_seen__lt=cutoff)
+            .values_list("pk", "user_id")
+        )
+        if idle:
+            PresenceSession.objects.filter(pk__in=[pk for pk, _ in idle]).update(
+                ended_at=now, end_reason=SessionEndReason.IDLE
+            )
+        stale = set(
+            User.objects.select_for_update()
+            .filter(online_status__in=PRESENT_STATUSES)
+            .filter(Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True))
+            .values_list("pk", flat=True)
+        )
+        if stale:
+            User.objects.filter(pk__in=stale).update(online_status=OnlineStatus.OFFLINE)
+        # Users who lost a session but keep another: what the rest report may differ.
+        regrouped = {
+            user_id
+            for user_id in {user_id for _, user_id in idle} - stale
+            if _write_aggregate_status(user=User.objects.select_for_update().get(pk=user_id))
+        }
+        if stale or regrouped:
+            _take_feed_id(user_ids=stale | regrouped)
+        PresenceTombstone.objects.filter(
+            deleted_at__lt=now - timedelta(seconds=settings.PRESENCE_FEED_MAX_AGE)
+        ).delete()
+    logger.info("event=presence_sweep users_marked_offline=%d sessions_ended=%d", len(stale), len(idle))
+    return len(stale)
+
+
+# --- Accounts in the change feed ------------------------------------------------------
+def record_account_change(*, user: User) -> None:
+    """A new or edited account (names, deactivation) reaches pollers through the feed."""
+    with transaction.atomic():
+        user.presence_update_id = _take_feed_id(user_ids=[user.pk])
+
+
+def record_account_deleted(*, user_id: int) -> None:
+    with transaction.atomic():
+        PresenceTombstone.objects.update_or_create(
+            user_id=user_id, defaults={"presence_update_id": _next_feed_id(), "deleted_at": timezone.now()}
+        )
+
+
+# --- Internals ------------------------------------------------------------------------
+def _recompute_user(*, user: User, at: datetime, seen: bool, active: bool) -> None:
+    """The slow path: lock the user's row, derive the stored status from the live sessions,
+    move the timestamps (never backwards), and take a feed id."""
+    locked = User.objects.select_for_update().get(pk=user.pk)
+    fields = {}
+    if seen:
+        fields["last_seen"] = max(filter(None, [locked.last_seen, at]))
+    if active:
+        fields["last_active"] = max(filter(None, [locked.last_active, at]))
+    status = _aggregate_status(user_id=user.pk)
+    User.objects.filter(pk=user.pk).update(**fields, online_status=status)
+    update_id = _take_feed_id(user_ids=[user.pk])
+    for name, value in fields.items():
+        setattr(user, name, value)
+    user.online_status, user.presence_update_id = status, update_id
+
+
+def _aggregate_status(*, user_id: int) -> str:
+    """Online beats away beats offline (Synapse's priority across devices)."""
+    reported = set(
+        PresenceSession.objects.filter(user_id=user_id, ended_at__isnull=True).values_list(
+            "reported_status", flat=True
+        )
     )
+    if ReportedStatus.ONLINE in reported:
+        return OnlineStatus.ONLINE
+    return OnlineStatus.AWAY if reported else OnlineStatus.OFFLINE
 
 
-def _write_status_and_last_seen(*, user: User, status: str, at) -> None:
-    User.objects.filter(pk=user.pk).update(online_status=status, last_seen=at)
-    user.online_status, user.last_seen = status, at
+def _write_aggregate_status(*, user: User) -> bool:
+    status = _aggregate_status(user_id=user.pk)
+    return bool(User.objects.filter(pk=user.pk).exclude(online_status=status).update(online_status=status))
+
+
+def _take_feed_id(*, user_ids) -> int:
+    update_id = _next_feed_id()
+    User.objects.filter(pk__in=list(user_ids)).update(presence_update_id=update_id)
+    return update_id
+
+
+def _next_feed_id() -> int:
+    """The next change-feed id. Its row lock is held until the caller's transaction commits,
+    so no later id can commit before this one: callers take it last."""
+    assert connection.in_atomic_block, "a feed id is taken inside the transaction it numbers"
+    table = PresenceSequence._meta.db_table
+    with connection.cursor() as cursor:
+        for _ in range(2):
+            cursor.execute(
+                f"UPDATE {table} SET last_update_id = last_update_id + 1 WHERE id = 1 RETURNING last_update_id"
+            )
+            row = cursor.fetchone()
+            if row:
+                return row[0]
+            # The row is made by a migration; a test database flush removes it.
+            PresenceSequence.objects.get_or_create(pk=1)
+    raise RuntimeError("presence_sequence has no row")

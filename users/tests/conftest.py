@@ -1,6 +1,5 @@
 import pytest
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from users.tests.factories import StaffFactory, UserFactory
 
@@ -28,8 +27,10 @@ def client_with_token(access):
 
 
 def client_for(user):
-    """An API client with a real access token of `user`."""
-    return client_with_token(RefreshToken.for_user(user).access_token)
+    """An API client with a real access token of `user`, from a real login (a new session)."""
+    from users.services import auth
+
+    return client_with_token(auth.log_in(user=user).access)
 
 
 @pytest.fixture

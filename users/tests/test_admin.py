@@ -23,7 +23,8 @@ def test_changelist_shows_presence_and_filters_by_status(admin_client):
 
 def test_presence_is_read_only_in_the_admin_form(admin_client):
     user = UserFactory(first_name="Old")
-    presence.mark_online(user=user)
+    presence.start_session(user=user)
+    user.refresh_from_db()
     assert admin_client.get(f"/admin/users/user/{user.pk}/change/").status_code == 200
 
     response = admin_client.post(

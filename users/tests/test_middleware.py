@@ -7,7 +7,8 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from users.models import OnlineStatus, User
+from users.models import OnlineStatus, PresenceSession, User
+from users.services import presence
 from users.tests.conftest import client_for
 from users.tests.factories import UserFactory
 
@@ -16,14 +17,22 @@ NOW = timezone.now().replace(microsecond=0)
 ALL_USERS = "/api/users/all-users/"
 
 
+def stored_presence(user):
+    session = PresenceSession.objects.get(user=user)
+    return User.objects.get(pk=user.pk).last_seen, session.last_seen, session.last_active
+
+
 def presence_updates(queries):
     return [q["sql"] for q in queries if q["sql"].startswith('UPDATE "users"')]
 
 
 def test_a_jwt_authenticated_get_to_a_non_presence_endpoint_counts_as_activity():
-    user = UserFactory(online_status=OnlineStatus.OFFLINE, last_seen=NOW - timedelta(hours=1))
+    user = UserFactory()
+    with time_machine.travel(NOW - timedelta(minutes=10), tick=False):
+        client = client_for(user)
+    presence.mark_inactive_users_offline(now=NOW)
     with time_machine.travel(NOW, tick=False):
-        response = client_for(user).get(ALL_USERS)
+        response = client.get(ALL_USERS)
     assert response.status_code == 200
     user.refresh_from_db()
     assert (user.online_status, user.last_seen) == (OnlineStatus.ONLINE, NOW)
@@ -31,8 +40,10 @@ def test_a_jwt_authenticated_get_to_a_non_presence_endpoint_counts_as_activity()
 
 def test_the_view_runs_before_the_activity_is_written():
     """The listing was built while the caller was still offline: the write came after the view."""
-    user = UserFactory(online_status=OnlineStatus.OFFLINE)
-    rows = client_for(user).get(ALL_USERS).json()["results"]
+    user = UserFactory()
+    client = client_for(user)
+    presence.mark_inactive_users_offline(now=timezone.now() + timedelta(hours=1))  # the session idles out
+    rows = client.get(ALL_USERS).json()["results"]
     assert rows[0]["online_status"] == "offline"
     user.refresh_from_db()
     assert user.online_status == OnlineStatus.ONLINE
@@ -71,20 +82,24 @@ def test_a_burst_of_requests_within_the_write_granularity_rewrites_the_row_once(
     assert User.objects.get(pk=user.pk).last_seen == NOW + timedelta(seconds=25)
 
 
-def test_session_authenticated_django_admin_pages_count_too(client):
+def test_django_admin_pages_are_no_chat_client_and_count_for_nothing(client):
     staff = UserFactory(is_staff=True, is_superuser=True)
     client.force_login(staff)
-    assert client.get("/admin/").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/admin/").status_code == 200
+    assert presence_updates(queries) == []
     staff.refresh_from_db()
-    assert staff.online_status == OnlineStatus.ONLINE
+    assert staff.online_status == OnlineStatus.OFFLINE
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_presence_write_is_logged_and_the_response_still_served(caplog):
     """A row locked elsewhere plus a short lock_timeout: PostgreSQL refuses the activity write."""
-    user = UserFactory(last_seen=NOW - timedelta(hours=1))
-    client = client_for(user)
+    user = UserFactory()
+    with time_machine.travel(NOW - timedelta(minutes=10), tick=False):
+        client = client_for(user)
+    before = stored_presence(user)
     locked, release = threading.Event(), threading.Event()
 
     def hold_row_lock():
@@ -113,5 +128,4 @@ def test_a_failed_presence_write_is_logged_and_the_response_still_served(caplog)
     assert response.status_code == 200
     assert f"event=activity_write_failed user_id={user.pk}" in caplog.text
     assert "lock timeout" in caplog.text
-    user.refresh_from_db()
-    assert user.online_status == OnlineStatus.OFFLINE  # nothing half-written
+    assert stored_presence(user) == before  # nothing half-written: the session's write rolled back too

@@ -29,7 +29,7 @@ def test_new_user_starts_offline_and_never_seen():
 
 def test_ops_verification_sql_works_as_typed():
     with time_machine.travel(NOW, tick=False):
-        UserFactory(username="admin").set_online()
+        presence.start_session(user=UserFactory(username="admin"))
     with connection.cursor() as cursor:
         cursor.execute("SELECT username, online_status, last_seen FROM users WHERE username='admin';")
         rows = cursor.fetchall()
@@ -39,45 +39,23 @@ def test_ops_verification_sql_works_as_typed():
     assert last_seen is not None
 
 
-@time_machine.travel(NOW, tick=False)
-def test_set_online_persists_status_and_last_seen():
-    user = UserFactory()
-    user.set_online()
-    assert (user.online_status, user.last_seen) == (OnlineStatus.ONLINE, NOW)
-    user.refresh_from_db()
-    assert (user.online_status, user.last_seen) == (OnlineStatus.ONLINE, NOW)
+def test_is_online_is_the_status_computed_now_not_the_column():
+    user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=timezone.now(), last_active=timezone.now())
     assert user.is_online
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT + 1)):
+        assert not user.is_online
 
 
-@time_machine.travel(NOW, tick=False)
-def test_set_offline_records_the_moment_the_user_left():
-    user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW - timedelta(minutes=1))
-    user.set_offline()
-    user.refresh_from_db()
-    assert (user.online_status, user.last_seen) == (OnlineStatus.OFFLINE, NOW)
-    assert not user.is_online
-
-
-def test_set_away_changes_the_status_only():
-    seen = NOW - timedelta(seconds=30)
-    user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=seen)
-    user.set_away()
-    user.refresh_from_db()
-    assert (user.online_status, user.last_seen) == (OnlineStatus.AWAY, seen)
-    assert not user.is_online
-
-
-@time_machine.travel(NOW, tick=False)
-def test_update_last_seen_counts_as_activity():
-    user = UserFactory(last_seen=NOW - timedelta(hours=1))
-    user.update_last_seen()
-    user.refresh_from_db()
-    assert (user.online_status, user.last_seen) == (OnlineStatus.ONLINE, NOW)
+def test_a_new_user_enters_the_change_feed():
+    first, second = UserFactory(), UserFactory()
+    assert 0 < first.presence_update_id < second.presence_update_id
+    assert User.objects.get(pk=second.pk).presence_update_id == second.presence_update_id
 
 
 def test_saving_a_stale_instance_does_not_undo_a_presence_write():
     stale_copy = UserFactory()
-    presence.mark_online(user=User.objects.get(pk=stale_copy.pk))
+    presence.start_session(user=User.objects.get(pk=stale_copy.pk))
+    presence.set_share_presence(user=User.objects.get(pk=stale_copy.pk), share=False)
 
     stale_copy.first_name = "Renamed"
     stale_copy.save()
@@ -86,6 +64,7 @@ def test_saving_a_stale_instance_does_not_undo_a_presence_write():
     assert stored.first_name == "Renamed"
     assert stored.online_status == OnlineStatus.ONLINE
     assert stored.last_seen is not None
+    assert stored.share_presence is False
 
 
 def test_saving_with_explicit_update_fields_is_respected():

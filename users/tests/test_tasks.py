@@ -13,7 +13,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from offchat_backend.celery import app
 from offchat_backend.tests.support import REPO, VENV_BIN, ProjectProcess, clean_env, session_database_url
 from users import tasks
-from users.models import OnlineStatus, User
+from users.models import OnlineStatus, PresenceSession, SessionEndReason, User
 from users.services import auth, presence
 from users.tests.factories import UserFactory
 
@@ -93,8 +93,10 @@ def start_worker(tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_real_worker_with_beat_marks_a_stale_user_offline_on_postgres_and_redis(start_worker, tmp_path, settings):
     settings.PRESENCE_WRITE_GRANULARITY = 0
-    stale = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=timezone.now() - timedelta(hours=1))
-    active = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=timezone.now())
+    stale = UserFactory()
+    presence.start_session(user=stale, at=timezone.now() - timedelta(hours=1))
+    active = UserFactory()
+    active_session = presence.start_session(user=active)
 
     worker = start_worker(
         worker_env(
@@ -107,12 +109,15 @@ def test_real_worker_with_beat_marks_a_stale_user_offline_on_postgres_and_redis(
     worker.wait_for(
         lambda: User.objects.get(pk=stale.pk).online_status == OnlineStatus.OFFLINE,
         # The active user keeps heartbeating, so sweeps that run meanwhile must leave them online.
-        while_waiting=lambda: presence.record_activity(user=active),
+        while_waiting=lambda: presence.record_activity(user=active, session=active_session, active=False),
     )
     worker.wait_for(lambda: "users_marked_offline=1" in worker.output())
 
     assert "redis://" in worker.output()
     assert User.objects.get(pk=active.pk).online_status == OnlineStatus.ONLINE
+    # The stale user's session was ended as idle, not revoked: their device may come back.
+    ended = PresenceSession.objects.get(user=stale)
+    assert (ended.end_reason, ended.revoked_at) == (SessionEndReason.IDLE, None)
 
 
 def test_real_worker_with_beat_runs_on_the_embedded_defaults_with_no_environment(start_worker, tmp_path):

@@ -10,6 +10,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from users.models import OnlineStatus, User
+from users.services import presence
 from users.tests.conftest import client_for, client_with_token
 from users.tests.factories import PASSWORD, UserFactory
 
@@ -55,7 +56,7 @@ class TestLogin:
 
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == {"access", "refresh", "user", "heartbeat_interval"}
+        assert set(body) == {"access", "refresh", "session_id", "user", "heartbeat_interval"}
         assert body["heartbeat_interval"] == settings.PRESENCE_HEARTBEAT_INTERVAL
         assert body["user"]["username"] == user.username
         assert body["user"]["online_status"] == "online"
@@ -201,13 +202,17 @@ class TestHeartbeat:
             "username": user.username,
             "online_status": "online",
             "last_seen": NOW.isoformat().replace("+00:00", "Z"),
+            "last_active": NOW.isoformat().replace("+00:00", "Z"),
+            "manual_status": None,
+            "share_presence": True,
             "is_online": True,
             "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
         }
         assert stored(user) == (OnlineStatus.ONLINE, NOW)
 
-    def test_each_heartbeat_moves_last_seen(self, user_client, user):
+    def test_each_heartbeat_moves_last_seen(self, user):
         with time_machine.travel(NOW, tick=False):
+            user_client = client_for(user)
             user_client.post(HEARTBEAT)
         later = NOW + timedelta(seconds=settings.PRESENCE_HEARTBEAT_INTERVAL)
         with time_machine.travel(later, tick=False):
@@ -227,8 +232,10 @@ class TestHeartbeat:
     def test_token_of_a_deactivated_user_is_401(self, user_client, user):
         user.is_active = False
         user.save()
-        assert_json_error(user_client.post(HEARTBEAT), 401)
-        assert stored(user)[0] == OnlineStatus.OFFLINE
+        before = stored(user)
+        with time_machine.travel(timezone.now() + timedelta(minutes=1)):
+            assert_json_error(user_client.post(HEARTBEAT), 401)
+        assert stored(user) == before
 
     def test_get_is_405(self, user_client):
         assert_json_error(user_client.get(HEARTBEAT), 405)
@@ -244,7 +251,7 @@ class TestAllUsers:
 
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == {"count", "next", "previous", "results"}
+        assert set(body) == {"count", "next", "previous", "results", "cursor"}
         rows = {row["username"]: row for row in body["results"]}
         assert set(rows) == {user.username, other.username}
         assert rows[other.username]["online_status"] == "online"
@@ -286,11 +293,13 @@ class TestAdminUsers:
         assert body["count"] == 2
         assert {"online_status", "last_seen", "is_online", "email", "is_active"} <= set(body["results"][0])
 
-    def test_filters_by_status(self, staff_client):
-        online = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW)
-        UserFactory(online_status=OnlineStatus.AWAY, last_seen=NOW)
-        rows = staff_client.get(ADMIN_USERS, {"online_status": "online"}).json()["results"]
-        assert [row["id"] for row in rows] == [online.pk]
+    def test_filters_by_status(self, staff_client, staff):
+        online = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW, last_active=NOW)
+        away = UserFactory(online_status=OnlineStatus.AWAY, last_seen=NOW)
+        offline = UserFactory()
+        for status, expected in (("online", {online.pk, staff.pk}), ("away", {away.pk}), ("offline", {offline.pk})):
+            rows = staff_client.get(ADMIN_USERS, {"online_status": status}).json()["results"]
+            assert {row["id"] for row in rows} == expected, status
 
     def test_filters_by_account_flags(self, staff_client, staff):
         gone = UserFactory(is_active=False)
@@ -316,10 +325,11 @@ class TestAdminUsers:
     def test_orders_by_last_seen_with_never_seen_users_last(self, staff_client, staff):
         early = UserFactory(last_seen=NOW - timedelta(hours=2))
         late = UserFactory(last_seen=NOW - timedelta(hours=1))
+        never_seen = UserFactory()
         ids = [row["id"] for row in staff_client.get(ADMIN_USERS, {"ordering": "-last_seen"}).json()["results"]]
-        assert ids == [late.pk, early.pk, staff.pk]
+        assert ids == [staff.pk, late.pk, early.pk, never_seen.pk]
         ids = [row["id"] for row in staff_client.get(ADMIN_USERS, {"ordering": "last_seen"}).json()["results"]]
-        assert ids == [early.pk, late.pk, staff.pk]
+        assert ids == [early.pk, late.pk, staff.pk, never_seen.pk]
 
     @pytest.mark.parametrize("ordering", ["password", "nonexistent", "username; DROP TABLE users", "-"])
     def test_an_unknown_ordering_is_ignored(self, staff_client, ordering):
@@ -335,14 +345,14 @@ class TestAdminUsers:
 
 
 class TestAdminOnlineUsers:
-    def test_lists_only_users_online_now(self, staff_client):
-        online = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW)
+    def test_lists_only_users_online_now(self, staff_client, staff):
+        online = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW, last_active=NOW)
         UserFactory(online_status=OnlineStatus.AWAY, last_seen=NOW)
+        UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW)  # connected, no input: away
         UserFactory(online_status=OnlineStatus.OFFLINE)
         body = staff_client.get(ADMIN_ONLINE).json()
-        # The staff member's own request counted as activity only after the list was built.
-        assert [row["id"] for row in body["results"]] == [online.pk]
-        assert body["count"] == 1
+        assert {row["id"] for row in body["results"]} == {online.pk, staff.pk}
+        assert body["count"] == 2
 
     def test_non_staff_get_403_and_anonymous_401(self, user_client, api_client):
         assert_json_error(user_client.get(ADMIN_ONLINE), 403)
@@ -351,12 +361,15 @@ class TestAdminOnlineUsers:
 
 class TestAdminReadStatus:
     def test_returns_the_users_presence(self, staff_client):
-        target = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW)
+        target = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW, last_active=NOW)
         assert staff_client.get(status_url(target.pk)).json() == {
             "id": target.pk,
             "username": target.username,
             "online_status": "online",
             "last_seen": NOW.isoformat().replace("+00:00", "Z"),
+            "last_active": NOW.isoformat().replace("+00:00", "Z"),
+            "manual_status": None,
+            "share_presence": True,
             "is_online": True,
         }
 
@@ -373,7 +386,10 @@ class TestAdminSetStatus:
     @pytest.mark.parametrize("new_status", ["online", "away", "offline"])
     def test_sets_the_status_and_leaves_last_seen_alone(self, staff_client, new_status):
         seen = NOW - timedelta(seconds=10)
-        target = UserFactory(online_status=OnlineStatus.AWAY if new_status != "away" else "online", last_seen=seen)
+        target = UserFactory()
+        session = presence.start_session(user=target, at=seen)
+        if new_status != "away":
+            presence.record_activity(user=target, session=session, active=False, reported_status="away", at=seen)
 
         response = staff_client.post(set_status_url(target.pk), {"online_status": new_status}, format="json")
 

@@ -8,8 +8,9 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from users.models import OnlineStatus, User
-from users.selectors import online_users_for_admin
+from users.models import OnlineStatus, PresenceSession, SessionEndReason, User
+from users.selectors.accounts import online_users_for_admin
+from users.selectors.presence import effective_status
 from users.services import presence
 from users.tests.factories import UserFactory
 
@@ -22,61 +23,193 @@ def stored(user):
     return user.online_status, user.last_seen
 
 
+def shown(user, at=NOW):
+    return effective_status(user=User.objects.get(pk=user.pk), now=at)
+
+
+def feed_id(user):
+    return User.objects.get(pk=user.pk).presence_update_id
+
+
+def sign_in(user, at=NOW):
+    return presence.start_session(user=user, at=at)
+
+
+def reload(session):
+    return PresenceSession.objects.select_related("user").get(pk=session.pk)
+
+
+def touch(session, *, at, active=True, reported_status=None):
+    """A request on `session`, with the rows loaded fresh as authentication loads them."""
+    session = reload(session)
+    return presence.record_activity(
+        user=session.user, session=session, active=active, reported_status=reported_status, at=at
+    )
+
+
 @pytest.mark.django_db
-class TestRecordActivity:
-    def test_brings_an_offline_user_online_and_stamps_last_seen(self):
+class TestSessions:
+    def test_a_login_starts_a_live_session_and_brings_the_user_online(self):
         user = UserFactory(last_seen=NOW - timedelta(hours=3))
-        assert presence.record_activity(user=user, at=NOW)
+        before = feed_id(user)
+        session = sign_in(user)
+        assert session.is_live and session.last_seen == NOW
         assert stored(user) == (OnlineStatus.ONLINE, NOW)
-        assert (user.online_status, user.last_seen) == (OnlineStatus.ONLINE, NOW)
+        assert shown(user) == OnlineStatus.ONLINE
+        assert feed_id(user) > before
 
-    def test_first_activity_of_a_never_seen_user_is_written(self):
+    def test_logging_out_one_device_leaves_the_user_online_on_the_other(self):
         user = UserFactory()
-        assert presence.record_activity(user=user, at=NOW)
-        assert stored(user) == (OnlineStatus.ONLINE, NOW)
+        phone, laptop = sign_in(user), sign_in(user)
 
-    def test_activity_within_the_write_granularity_is_coalesced(self, settings):
-        settings.PRESENCE_WRITE_GRANULARITY = 25
-        user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW)
-        with CaptureQueriesContext(connection) as queries:
-            written = presence.record_activity(user=user, at=NOW + timedelta(seconds=24))
-        assert not written
-        assert len(queries) == 1  # the conditional UPDATE itself; it matched no row
-        assert stored(user) == (OnlineStatus.ONLINE, NOW)
+        assert presence.end_session(session=phone, reason=SessionEndReason.LOGOUT, at=NOW + timedelta(seconds=5))
 
-    def test_activity_after_the_write_granularity_moves_last_seen(self, settings):
-        settings.PRESENCE_WRITE_GRANULARITY = 25
-        user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW)
-        assert presence.record_activity(user=user, at=NOW + timedelta(seconds=25))
-        assert stored(user) == (OnlineStatus.ONLINE, NOW + timedelta(seconds=25))
+        assert stored(user) == (OnlineStatus.ONLINE, NOW + timedelta(seconds=5))
+        assert reload(phone).revoked_at is not None and reload(laptop).revoked_at is None
+        presence.end_session(session=laptop, reason=SessionEndReason.LOGOUT, at=NOW + timedelta(seconds=9))
+        assert stored(user) == (OnlineStatus.OFFLINE, NOW + timedelta(seconds=9))
 
-    def test_an_away_user_who_acts_is_online_at_once_despite_the_granularity(self, settings):
-        settings.PRESENCE_WRITE_GRANULARITY = 25
-        user = UserFactory(online_status=OnlineStatus.AWAY, last_seen=NOW)
-        assert presence.record_activity(user=user, at=NOW + timedelta(seconds=1))
-        assert stored(user) == (OnlineStatus.ONLINE, NOW + timedelta(seconds=1))
+    def test_ending_a_revoked_session_again_changes_nothing(self):
+        session = sign_in(UserFactory())
+        presence.end_session(session=session, reason=SessionEndReason.LOGOUT, at=NOW)
+        revoked_at = reload(session).revoked_at
+        assert not presence.end_session(session=session, reason=SessionEndReason.FORCED, at=NOW + TIMEOUT)
+        assert reload(session).revoked_at == revoked_at
 
-    def test_a_request_older_than_a_logout_does_not_bring_the_user_back(self):
+    def test_a_forced_end_by_an_admin_is_not_the_users_own_last_sighting(self):
         user = UserFactory()
-        presence.mark_offline(user=user, at=NOW)
-        assert not presence.record_activity(user=user, at=NOW - timedelta(seconds=1))
+        session = sign_in(user)
+        presence.end_session(session=session, reason=SessionEndReason.FORCED, at=NOW + timedelta(minutes=1))
         assert stored(user) == (OnlineStatus.OFFLINE, NOW)
 
 
 @pytest.mark.django_db
-class TestExplicitWrites:
-    def test_mark_online_and_offline_write_status_and_last_seen(self):
-        user = UserFactory()
-        presence.mark_online(user=user, at=NOW)
-        assert stored(user) == (OnlineStatus.ONLINE, NOW)
-        presence.mark_offline(user=user, at=NOW + timedelta(seconds=5))
-        assert stored(user) == (OnlineStatus.OFFLINE, NOW + timedelta(seconds=5))
+class TestRecordActivity:
+    def test_a_fresh_request_writes_nothing_and_runs_no_query(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 25
+        session = sign_in(UserFactory())
+        session = reload(session)
+        with CaptureQueriesContext(connection) as queries:
+            written = presence.record_activity(
+                user=session.user, session=session, active=True, at=NOW + timedelta(seconds=24)
+            )
+        assert not written
+        assert len(queries) == 0
+        assert stored(session.user) == (OnlineStatus.ONLINE, NOW)
 
-    def test_set_status_leaves_last_seen_alone_and_skips_no_op_writes(self):
-        user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW)
-        assert presence.set_status(user=user, status=OnlineStatus.AWAY)
-        assert stored(user) == (OnlineStatus.AWAY, NOW)
-        assert not presence.set_status(user=user, status=OnlineStatus.AWAY)
+    def test_activity_after_the_write_granularity_moves_last_seen_without_a_feed_id(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 25
+        session = sign_in(UserFactory())
+        before = feed_id(session.user)
+        assert touch(session, at=NOW + timedelta(seconds=25))
+        assert stored(session.user) == (OnlineStatus.ONLINE, NOW + timedelta(seconds=25))
+        assert reload(session).last_seen == NOW + timedelta(seconds=25)
+        assert feed_id(session.user) == before  # a plain heartbeat is no change to pollers
+
+    def test_an_idle_ended_session_is_revived_by_its_next_request(self):
+        user = UserFactory()
+        session = sign_in(user)
+        presence.mark_inactive_users_offline(now=NOW + TIMEOUT + timedelta(seconds=1))
+        assert not reload(session).is_live and stored(user)[0] == OnlineStatus.OFFLINE
+        before = feed_id(user)
+
+        assert touch(session, at=NOW + timedelta(minutes=10))
+
+        assert reload(session).is_live and reload(session).revoked_at is None
+        assert stored(user) == (OnlineStatus.ONLINE, NOW + timedelta(minutes=10))
+        assert feed_id(user) > before
+
+    def test_a_revoked_session_writes_nothing(self):
+        user = UserFactory()
+        session = sign_in(user)
+        presence.end_session(session=session, reason=SessionEndReason.LOGOUT, at=NOW + timedelta(seconds=1))
+        session = reload(session)
+        assert not presence.record_activity(user=user, session=session, active=True, at=NOW + timedelta(minutes=1))
+        assert stored(user) == (OnlineStatus.OFFLINE, NOW + timedelta(seconds=1))
+
+    def test_last_seen_never_moves_backwards(self):
+        session = sign_in(UserFactory(), at=NOW)
+        touch(session, at=NOW + timedelta(minutes=1))
+        touch(session, at=NOW + timedelta(seconds=30), reported_status=OnlineStatus.AWAY)
+        assert stored(session.user)[1] == NOW + timedelta(minutes=1)
+        assert reload(session).last_seen == NOW + timedelta(minutes=1)
+
+    def test_a_write_slower_than_the_margin_takes_a_feed_id(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        session = sign_in(UserFactory(), at=NOW)
+        before = feed_id(session.user)
+        # The request took its timestamp 61 s before this write commits (margin: 60 s).
+        with time_machine.travel(NOW + timedelta(seconds=71), tick=False):
+            assert touch(session, at=NOW + timedelta(seconds=10))
+        assert feed_id(session.user) > before
+
+
+@pytest.mark.django_db
+class TestAway:
+    def test_a_user_with_no_input_for_the_away_delay_is_away_while_connected(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        session = sign_in(UserFactory(), at=NOW)
+        for seconds in range(30, 331, 30):  # heartbeats say the connection lives; nobody types
+            touch(session, at=NOW + timedelta(seconds=seconds), active=False)
+        assert shown(session.user, NOW + timedelta(seconds=299)) == OnlineStatus.ONLINE
+        assert shown(session.user, NOW + timedelta(seconds=300)) == OnlineStatus.AWAY
+        touch(session, at=NOW + timedelta(seconds=331))  # input
+        assert shown(session.user, NOW + timedelta(seconds=331)) == OnlineStatus.ONLINE
+
+    def test_a_session_reporting_away_makes_the_user_away_at_once(self):
+        session = sign_in(UserFactory())
+        touch(session, at=NOW + timedelta(seconds=1), active=False, reported_status=OnlineStatus.AWAY)
+        assert stored(session.user)[0] == OnlineStatus.AWAY
+        assert shown(session.user, NOW + timedelta(seconds=1)) == OnlineStatus.AWAY
+        touch(session, at=NOW + timedelta(seconds=2), reported_status=OnlineStatus.ONLINE)
+        assert shown(session.user, NOW + timedelta(seconds=2)) == OnlineStatus.ONLINE
+
+    def test_online_on_one_device_beats_away_on_another(self):
+        user = UserFactory()
+        phone, laptop = sign_in(user), sign_in(user)
+        touch(phone, at=NOW + timedelta(seconds=1), active=False, reported_status=OnlineStatus.AWAY)
+        assert shown(user, NOW + timedelta(seconds=1)) == OnlineStatus.ONLINE
+        touch(laptop, at=NOW + timedelta(seconds=2), active=False, reported_status=OnlineStatus.AWAY)
+        assert shown(user, NOW + timedelta(seconds=2)) == OnlineStatus.AWAY
+
+    def test_a_manual_status_holds_against_heartbeats_until_cleared(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        session = sign_in(UserFactory())
+        user = session.user
+        assert presence.set_manual_status(user=user, status=OnlineStatus.AWAY)
+        touch(session, at=NOW + timedelta(seconds=30), reported_status=OnlineStatus.ONLINE)
+        assert shown(user, NOW + timedelta(seconds=30)) == OnlineStatus.AWAY
+        assert not presence.set_manual_status(user=user, status=OnlineStatus.AWAY)  # no-op, no write
+        assert presence.set_manual_status(user=user, status=None)
+        assert shown(user, NOW + timedelta(seconds=30)) == OnlineStatus.ONLINE
+
+    def test_a_manual_status_does_not_show_a_disconnected_user(self):
+        user = UserFactory()
+        presence.set_manual_status(user=user, status=OnlineStatus.ONLINE)
+        assert shown(user) == OnlineStatus.OFFLINE
+
+
+@pytest.mark.django_db
+class TestAdminSetStatus:
+    def test_offline_ends_live_sessions_without_revoking_them(self):
+        user = UserFactory()
+        session = sign_in(user)
+        presence.admin_set_status(user=user, status=OnlineStatus.OFFLINE, at=NOW + timedelta(seconds=1))
+        assert shown(user, NOW + timedelta(seconds=1)) == OnlineStatus.OFFLINE
+        assert reload(session).end_reason == SessionEndReason.ADMIN and reload(session).revoked_at is None
+        touch(session, at=NOW + timedelta(seconds=2))
+        assert shown(user, NOW + timedelta(seconds=2)) == OnlineStatus.ONLINE
+
+    def test_away_holds_until_the_users_own_activity(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        user = UserFactory()
+        session = sign_in(user)
+        before = feed_id(user)
+        presence.admin_set_status(user=user, status=OnlineStatus.AWAY)
+        assert feed_id(user) > before
+        assert shown(user, NOW + timedelta(seconds=1)) == OnlineStatus.AWAY
+        touch(session, at=NOW + timedelta(seconds=2))
+        assert shown(user, NOW + timedelta(seconds=2)) == OnlineStatus.ONLINE
 
 
 @pytest.mark.django_db
@@ -90,10 +223,12 @@ class TestSweep:
         ],
     )
     def test_boundary_of_the_inactivity_timeout(self, idle, expected):
-        user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW)
+        user = UserFactory()
+        session = sign_in(user)
         with time_machine.travel(NOW + idle, tick=False):
             presence.mark_inactive_users_offline()
         assert stored(user) == (expected, NOW)
+        assert reload(session).is_live == (expected == OnlineStatus.ONLINE)
 
     def test_timeout_comes_from_settings(self, settings):
         settings.PRESENCE_INACTIVITY_TIMEOUT = 10
@@ -115,14 +250,69 @@ class TestSweep:
         assert stored(already_offline) == (OnlineStatus.OFFLINE, stale)
         assert stored(active) == (OnlineStatus.ONLINE, NOW)
 
-    def test_is_one_update_statement_that_rechecks_last_seen(self):
+    def test_ends_idle_sessions_and_keeps_a_user_with_a_live_one(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        user = UserFactory()
+        forgotten_tab, phone = sign_in(user, at=NOW), sign_in(user, at=NOW)
+        later = NOW + TIMEOUT + timedelta(seconds=30)
+        touch(phone, at=later - timedelta(seconds=5), active=False, reported_status=OnlineStatus.AWAY)
+        before = feed_id(user)
+
+        assert presence.mark_inactive_users_offline(now=later) == 0
+
+        assert reload(forgotten_tab).end_reason == SessionEndReason.IDLE
+        assert reload(forgotten_tab).revoked_at is None  # its tokens stay valid
+        assert reload(phone).is_live
+        # The tab that reported online is gone: what is left reports away.
+        assert stored(user)[0] == OnlineStatus.AWAY
+        assert feed_id(user) > before
+
+    def test_every_user_it_changes_takes_a_feed_id_and_others_keep_theirs(self):
+        stale = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW - TIMEOUT - timedelta(seconds=1))
+        active = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW)
+        before = {user.pk: feed_id(user) for user in (stale, active)}
+        presence.mark_inactive_users_offline(now=NOW)
+        assert feed_id(stale) > before[stale.pk]
+        assert feed_id(active) == before[active.pk]
+
+    def test_locks_rows_with_a_select_for_update_that_rechecks_last_seen(self):
         UserFactory.create_batch(3, online_status=OnlineStatus.ONLINE, last_seen=NOW - timedelta(hours=1))
         with CaptureQueriesContext(connection) as queries:
             assert presence.mark_inactive_users_offline(now=NOW) == 3
-        assert len(queries) == 1
-        sql = queries[0]["sql"]
-        assert sql.startswith('UPDATE "users" SET')
-        assert '"last_seen" <' in sql.split("WHERE", 1)[1]
+        selects = [q["sql"] for q in queries if q["sql"].startswith("SELECT") and 'FROM "users"' in q["sql"]]
+        assert len(selects) == 1, selects
+        where = selects[0].split("WHERE", 1)[1]
+        assert '"last_seen" <' in where
+        if connection.vendor == "postgresql":
+            assert selects[0].rstrip().endswith("FOR UPDATE")
+
+
+@pytest.mark.django_db
+class TestFeedIds:
+    def test_ids_grow_with_each_change_and_profile_edits_count(self):
+        user = UserFactory()
+        first = feed_id(user)
+        user.first_name = "Renamed"
+        user.save()
+        second = feed_id(user)
+        presence.set_share_presence(user=user, share=False)
+        third = feed_id(user)
+        assert first < second < third
+        assert not presence.set_share_presence(user=user, share=False)
+        assert feed_id(user) == third
+
+    def test_a_deleted_user_leaves_a_tombstone_that_the_sweep_prunes_later(self, settings):
+        from users.models import PresenceTombstone
+
+        user = UserFactory()
+        user_id = user.pk
+        user.delete()
+        assert PresenceTombstone.objects.filter(user_id=user_id).exists()
+        presence.mark_inactive_users_offline(now=timezone.now())
+        assert PresenceTombstone.objects.filter(user_id=user_id).exists()
+        later = timezone.now() + timedelta(seconds=settings.PRESENCE_FEED_MAX_AGE + 1)
+        presence.mark_inactive_users_offline(now=later)
+        assert not PresenceTombstone.objects.filter(user_id=user_id).exists()
 
 
 def _close_connection_after(work):
@@ -154,25 +344,33 @@ def _wait_until_blocked_on_a_lock(timeout=10.0):
 @pytest.mark.django_db(transaction=True)
 class TestSweepRacingHeartbeatOnPostgres:
     def test_heartbeat_committing_while_the_sweep_waits_keeps_the_user_online(self):
-        """The sweep's WHERE is re-evaluated on the row the heartbeat committed."""
-        user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW - TIMEOUT - timedelta(minutes=1))
+        """The sweep's SELECT ... FOR UPDATE re-checks its WHERE on the rows the heartbeat committed."""
+        session = sign_in(UserFactory(), at=timezone.now() - TIMEOUT - timedelta(minutes=1))
         swept = []
         sweeper = threading.Thread(
             target=_close_connection_after(lambda: swept.append(presence.mark_inactive_users_offline()))
         )
 
         with transaction.atomic():
-            presence.record_activity(user=user)  # holds the row lock until commit
+            touch(session, at=timezone.now())  # holds the session and user row locks until commit
             sweeper.start()
             _wait_until_blocked_on_a_lock()
         sweeper.join(timeout=10)
 
         assert swept == [0]
-        assert stored(user)[0] == OnlineStatus.ONLINE
+        assert stored(session.user)[0] == OnlineStatus.ONLINE
+        assert reload(session).is_live
 
-    def test_heartbeat_waiting_for_the_sweep_ends_online(self):
-        user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW - TIMEOUT - timedelta(minutes=1))
-        heartbeat = threading.Thread(target=_close_connection_after(lambda: presence.record_activity(user=user)))
+    def test_heartbeat_waiting_for_the_sweep_revives_the_session_and_ends_online(self):
+        session = sign_in(UserFactory(), at=timezone.now() - TIMEOUT - timedelta(minutes=1))
+        loaded_before_the_sweep = reload(session)
+        heartbeat = threading.Thread(
+            target=_close_connection_after(
+                lambda: presence.record_activity(
+                    user=loaded_before_the_sweep.user, session=loaded_before_the_sweep, active=True
+                )
+            )
+        )
 
         with transaction.atomic():
             assert presence.mark_inactive_users_offline() == 1
@@ -180,21 +378,25 @@ class TestSweepRacingHeartbeatOnPostgres:
             _wait_until_blocked_on_a_lock()
         heartbeat.join(timeout=10)
 
-        assert stored(user)[0] == OnlineStatus.ONLINE
+        assert stored(session.user)[0] == OnlineStatus.ONLINE
+        assert reload(session).is_live
 
     def test_unordered_rounds_never_leave_a_heartbeating_user_offline(self):
-        users = UserFactory.create_batch(20, online_status=OnlineStatus.ONLINE)
+        sessions = [sign_in(user) for user in UserFactory.create_batch(20)]
         for _ in range(10):
-            User.objects.update(last_seen=timezone.now() - TIMEOUT - timedelta(seconds=1))
+            stale = timezone.now() - TIMEOUT - timedelta(seconds=1)
+            User.objects.update(online_status=OnlineStatus.ONLINE, last_seen=stale)
+            PresenceSession.objects.update(last_seen=stale, ended_at=None)
             workers = [
-                threading.Thread(target=_close_connection_after(lambda u=u: presence.record_activity(user=u)))
-                for u in users
+                threading.Thread(target=_close_connection_after(lambda s=s: touch(s, at=timezone.now())))
+                for s in sessions
             ] + [threading.Thread(target=_close_connection_after(lambda: presence.mark_inactive_users_offline()))]
             for worker in workers:
                 worker.start()
             for worker in workers:
                 worker.join(timeout=10)
             assert set(User.objects.values_list("online_status", flat=True)) == {OnlineStatus.ONLINE}
+            assert not PresenceSession.objects.filter(ended_at__isnull=False).exists()
 
 
 def planned_without_seqscan(sql, params=()):
@@ -213,7 +415,8 @@ def test_sweep_update_can_read_only_the_present_part_of_the_table():
         with CaptureQueriesContext(connection) as queries:
             presence.mark_inactive_users_offline(now=NOW)
         transaction.set_rollback(True)
-    plan = planned_without_seqscan(queries[0]["sql"])
+    sweep_select = next(q["sql"] for q in queries if 'FROM "users"' in q["sql"])
+    plan = planned_without_seqscan(sweep_select)
     assert "users_present_status_idx" in plan, plan
 
 

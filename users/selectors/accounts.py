@@ -1,10 +1,23 @@
-"""Read-side queries for the presence endpoints."""
+"""Read-side queries for the account lists."""
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from users.models import OnlineStatus, User
+from users.selectors.presence import status_q
 
-DIRECTORY_FIELDS = ("id", "username", "first_name", "last_name", "online_status", "last_seen")
+DIRECTORY_FIELDS = (
+    "id",
+    "username",
+    "first_name",
+    "last_name",
+    # What the presence computation reads (users.selectors.presence).
+    "online_status",
+    "last_seen",
+    "last_active",
+    "manual_status",
+    "share_presence",
+)
 ADMIN_FIELDS = DIRECTORY_FIELDS + ("email", "is_staff", "is_active", "date_joined")
 
 
@@ -18,5 +31,5 @@ def users_for_admin() -> QuerySet[User]:
     return User.objects.only(*ADMIN_FIELDS).order_by("username", "id")
 
 
-def online_users_for_admin() -> QuerySet[User]:
-    return users_for_admin().filter(online_status=OnlineStatus.ONLINE)
+def online_users_for_admin(*, now=None) -> QuerySet[User]:
+    return users_for_admin().filter(status_q(OnlineStatus.ONLINE, now=now or timezone.now()))
