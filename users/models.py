@@ -44,8 +44,11 @@ class User(AbstractUser):
     last_seen = models.DateTimeField(null=True, blank=True)
     # Real input (a non-heartbeat request, a heartbeat that says online), newest over all sessions.
     last_active = models.DateTimeField(null=True, blank=True)
-    # Set by the user (Slack's manual away): shown while connected until cleared.
-    manual_status = models.CharField(max_length=7, choices=ReportedStatus.choices, null=True, blank=True)
+    # Set by the user (Slack's manual away): shown while connected until cleared. NULL, not
+    # "", is "none set": the API says null and the status rule tests IS NULL.
+    manual_status = models.CharField(  # noqa: DJ001
+        max_length=7, choices=ReportedStatus.choices, null=True, blank=True
+    )
     share_presence = models.BooleanField(default=True)
     # Position in the change feed; bumped by every write that changes what lists show.
     presence_update_id = models.BigIntegerField(default=0)
@@ -120,6 +123,9 @@ class PresenceSession(models.Model):
             models.Index(fields=["user"], name="presence_session_live_idx", condition=Q(ended_at__isnull=True)),
         ]
 
+    def __str__(self):
+        return f"session {self.pk} of user {self.user_id}"
+
     @property
     def is_live(self):
         return self.ended_at is None
@@ -139,6 +145,9 @@ class PresenceSequence(models.Model):
     class Meta:
         db_table = "presence_sequence"
 
+    def __str__(self):
+        return f"presence feed at {self.last_update_id}"
+
 
 class PresenceTombstone(models.Model):
     """A deleted user, kept for the change feed so pollers drop them too."""
@@ -149,3 +158,6 @@ class PresenceTombstone(models.Model):
 
     class Meta:
         db_table = "presence_tombstones"
+
+    def __str__(self):
+        return f"deleted user {self.user_id}"

@@ -259,4 +259,3 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
         if session.pk == request.user.presence_session.pk:
             presence_written_by_view(request)
         return Response(status=status.HTTP_204_NO_CONTENT)
-

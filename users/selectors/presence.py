@@ -64,13 +64,9 @@ def status_q(status: str, *, now: datetime) -> Q:
     connected = Q(online_status__in=PRESENT_STATUSES, last_seen__gt=now - inactivity_timeout())
     recently_active = Q(online_status=OnlineStatus.ONLINE, last_active__gt=now - away_after())
     if status == OnlineStatus.ONLINE:
-        return connected & (
-            Q(manual_status=OnlineStatus.ONLINE) | (Q(manual_status__isnull=True) & recently_active)
-        )
+        return connected & (Q(manual_status=OnlineStatus.ONLINE) | (Q(manual_status__isnull=True) & recently_active))
     if status == OnlineStatus.AWAY:
-        return connected & (
-            Q(manual_status=OnlineStatus.AWAY) | (Q(manual_status__isnull=True) & ~recently_active)
-        )
+        return connected & (Q(manual_status=OnlineStatus.AWAY) | (Q(manual_status__isnull=True) & ~recently_active))
     return ~connected
 
 

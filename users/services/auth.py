@@ -49,9 +49,7 @@ def log_out(*, user: User, refresh_token: str) -> None:
         if not newly_blacklisted:
             raise TokenError("Token is blacklisted")
         presence.end_session(session=session, reason=SessionEndReason.LOGOUT)
-    logger.info(
-        "event=logout user_id=%s session_id=%s outcome=%s", user.pk, session.pk, session.user.online_status
-    )
+    logger.info("event=logout user_id=%s session_id=%s outcome=%s", user.pk, session.pk, session.user.online_status)
 
 
 def end_session(*, session: PresenceSession) -> bool:
@@ -60,4 +58,3 @@ def end_session(*, session: PresenceSession) -> bool:
     if ended:
         logger.info("event=session_ended user_id=%s session_id=%s", session.user_id, session.pk)
     return ended
-

@@ -289,9 +289,7 @@ def _recompute_user(*, user: User, at: datetime, seen: bool, active: bool) -> No
 def _aggregate_status(*, user_id: int) -> str:
     """Online beats away beats offline (Synapse's priority across devices)."""
     reported = set(
-        PresenceSession.objects.filter(user_id=user_id, ended_at__isnull=True).values_list(
-            "reported_status", flat=True
-        )
+        PresenceSession.objects.filter(user_id=user_id, ended_at__isnull=True).values_list("reported_status", flat=True)
     )
     if ReportedStatus.ONLINE in reported:
         return OnlineStatus.ONLINE

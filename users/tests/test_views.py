@@ -7,12 +7,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.throttling import ScopedRateThrottle
-from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from users.models import OnlineStatus, User
+from users.models import OnlineStatus, PresenceSession, User
 from users.services import presence
 from users.tests.conftest import client_for, client_with_token
-from users.tests.factories import PASSWORD, UserFactory
+from users.tests.factories import PASSWORD, StaffFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 NOW = timezone.now().replace(microsecond=0)
@@ -432,3 +432,382 @@ class TestAdminSetStatus:
 
 def test_unknown_api_url_is_a_json_404(user_client):
     assert_json_error(user_client.get("/api/users/no-such-endpoint/"), 404)
+
+
+ME = "/api/users/me/"
+MY_PRESENCE = "/api/users/me/presence/"
+MY_SESSIONS = "/api/users/me/sessions/"
+
+
+def admin_sessions_url(user_id):
+    return f"/api/users/admin/users/{user_id}/sessions/"
+
+
+def session_of(access):
+    return PresenceSession.objects.get(pk=AccessToken(access)["sid"])
+
+
+class TestSessionsThroughTheApi:
+    def test_logging_out_on_one_device_leaves_the_user_online_on_the_other(self, api_client, user):
+        phone, laptop = log_in(api_client, user).json(), log_in(api_client, user).json()
+
+        response = client_with_token(phone["access"]).post(LOGOUT, {"refresh": phone["refresh"]}, format="json")
+
+        assert response.status_code == 200
+        assert client_with_token(laptop["access"]).get(MY_PRESENCE).json()["online_status"] == "online"
+        assert stored(user)[0] == OnlineStatus.ONLINE
+
+    def test_an_access_token_of_a_logged_out_session_is_401_at_once(self, api_client, user):
+        phone, laptop = log_in(api_client, user).json(), log_in(api_client, user).json()
+        phone_client = client_with_token(phone["access"])
+        phone_client.post(LOGOUT, {"refresh": phone["refresh"]}, format="json")
+
+        for method, url in (("post", HEARTBEAT), ("get", ALL_USERS), ("get", MY_PRESENCE)):
+            body = assert_json_error(getattr(phone_client, method)(url), 401)
+            assert "logged out" in body["detail"]
+        assert client_with_token(laptop["access"]).post(HEARTBEAT).status_code == 200
+
+    def test_the_revocation_check_rides_on_the_user_lookup(self, user_client, django_assert_num_queries):
+        # Authentication loads session and user in one join; a fresh session writes nothing.
+        with django_assert_num_queries(1):
+            assert user_client.get(MY_PRESENCE).status_code == 200
+
+    def test_a_token_without_a_session_is_401(self, user):
+        legacy = RefreshToken.for_user(user)  # as issued before sessions existed
+        assert_json_error(client_with_token(legacy.access_token).get(ALL_USERS), 401)
+
+    def test_a_token_naming_an_unknown_or_malformed_session_is_401(self, user):
+        for sid in ("00000000-0000-0000-0000-000000000000", "not-a-uuid", 42):
+            token = RefreshToken.for_user(user)
+            token["sid"] = sid
+            assert_json_error(client_with_token(token.access_token).get(ALL_USERS), 401)
+
+    def test_another_users_session_id_in_a_token_is_401(self, api_client, user):
+        other = log_in(api_client, UserFactory()).json()
+        token = RefreshToken.for_user(user)
+        token["sid"] = str(other["session_id"])
+        assert_json_error(client_with_token(token.access_token).get(ALL_USERS), 401)
+
+    def test_refreshed_tokens_keep_the_session(self, api_client, user):
+        tokens = log_in(api_client, user).json()
+        refreshed = api_client.post(REFRESH, {"refresh": tokens["refresh"]}, format="json").json()
+        assert AccessToken(refreshed["access"])["sid"] == str(tokens["session_id"])
+        assert RefreshToken(refreshed["refresh"])["sid"] == str(tokens["session_id"])
+        later = timezone.now() + timedelta(minutes=1)
+        with time_machine.travel(later, tick=False):
+            assert client_with_token(refreshed["access"]).post(HEARTBEAT).status_code == 200
+        assert session_of(refreshed["access"]).last_seen == later
+
+    def test_a_refresh_token_of_an_ended_session_is_refused(self, api_client, user):
+        tokens = log_in(api_client, user).json()
+        other = client_for(user)
+        assert other.delete(f"{MY_SESSIONS}{tokens['session_id']}/").status_code == 204
+        assert_json_error(api_client.post(REFRESH, {"refresh": tokens["refresh"]}, format="json"), 401)
+        assert_json_error(client_with_token(tokens["access"]).get(ALL_USERS), 401)
+
+    def test_an_idle_ended_session_keeps_its_tokens_and_comes_back_online(self, api_client, user):
+        tokens = log_in(api_client, user).json()
+        later = timezone.now() + timedelta(minutes=10)
+        presence.mark_inactive_users_offline(now=later)
+        assert stored(user)[0] == OnlineStatus.OFFLINE
+
+        with time_machine.travel(later, tick=False):
+            response = client_with_token(tokens["access"]).post(HEARTBEAT)
+
+        assert response.status_code == 200
+        assert response.json()["online_status"] == "online"
+        assert session_of(tokens["access"]).is_live
+
+    def test_login_records_the_device(self, api_client, user):
+        tokens = api_client.post(
+            LOGIN,
+            {"username": user.username, "password": PASSWORD},
+            format="json",
+            HTTP_USER_AGENT="Phone/1.0 " + "x" * 400,
+        ).json()
+        session = session_of(tokens["access"])
+        assert session.user_agent.startswith("Phone/1.0") and len(session.user_agent) == 256
+        assert session.ip_address == "127.0.0.1"
+
+
+class TestMySessions:
+    def test_lists_only_my_sessions_and_marks_the_current_one(self, api_client, user):
+        mine = [log_in(api_client, user).json() for _ in range(2)]
+        log_in(api_client, UserFactory())
+        rows = client_with_token(mine[1]["access"]).get(MY_SESSIONS).json()["results"]
+        assert {row["id"] for row in rows} == {str(tokens["session_id"]) for tokens in mine}
+        assert [row["is_current"] for row in rows if row["id"] == str(mine[1]["session_id"])] == [True]
+        assert {"user_agent", "ip_address", "created_at", "last_seen", "is_live", "revoked_at"} <= set(rows[0])
+
+    def test_ending_one_of_my_sessions_revokes_it_and_keeps_the_rest(self, api_client, user):
+        phone, laptop = log_in(api_client, user).json(), log_in(api_client, user).json()
+        laptop_client = client_with_token(laptop["access"])
+
+        assert laptop_client.delete(f"{MY_SESSIONS}{phone['session_id']}/").status_code == 204
+
+        assert_json_error(client_with_token(phone["access"]).post(HEARTBEAT), 401)
+        assert laptop_client.post(HEARTBEAT).status_code == 200
+        assert session_of(laptop["access"]).revoked_at is None
+
+    def test_ending_my_current_session_logs_me_out(self, api_client, user):
+        tokens = log_in(api_client, user).json()
+        client = client_with_token(tokens["access"])
+        assert client.delete(f"{MY_SESSIONS}{tokens['session_id']}/").status_code == 204
+        assert stored(user)[0] == OnlineStatus.OFFLINE
+        assert_json_error(client.get(MY_SESSIONS), 401)
+
+    def test_somebody_elses_session_is_404_and_left_alone(self, api_client, user_client):
+        victim = log_in(api_client, UserFactory()).json()
+        assert_json_error(user_client.delete(f"{MY_SESSIONS}{victim['session_id']}/"), 404)
+        assert client_with_token(victim["access"]).post(HEARTBEAT).status_code == 200
+
+    @pytest.mark.parametrize("bad_id", ["abc", "123", "00000000-0000-0000-0000-000000000000"])
+    def test_unknown_or_malformed_ids_are_404(self, user_client, bad_id):
+        assert_json_error(user_client.delete(f"{MY_SESSIONS}{bad_id}/"), 404)
+
+    def test_needs_authentication_and_refuses_other_methods(self, api_client, user_client):
+        assert_json_error(api_client.get(MY_SESSIONS), 401)
+        assert_json_error(user_client.post(MY_SESSIONS, {}, format="json"), 405)
+
+
+class TestAdminSessions:
+    def test_lists_a_users_sessions(self, api_client, staff_client, user):
+        tokens = log_in(api_client, user).json()
+        rows = staff_client.get(admin_sessions_url(user.pk)).json()["results"]
+        assert [row["id"] for row in rows] == [str(tokens["session_id"])]
+
+    def test_a_forced_logout_revokes_that_session(self, api_client, staff_client, user):
+        tokens = log_in(api_client, user).json()
+        response = staff_client.delete(f"{admin_sessions_url(user.pk)}{tokens['session_id']}/")
+        assert response.status_code == 204
+        assert_json_error(client_with_token(tokens["access"]).post(HEARTBEAT), 401)
+        assert stored(user)[0] == OnlineStatus.OFFLINE
+        row = staff_client.get(admin_sessions_url(user.pk)).json()["results"][0]
+        assert (row["is_live"], row["end_reason"]) == (False, "forced")
+
+    def test_a_session_of_another_user_under_this_user_is_404(self, api_client, staff_client, user):
+        other = log_in(api_client, UserFactory()).json()
+        assert_json_error(staff_client.delete(f"{admin_sessions_url(user.pk)}{other['session_id']}/"), 404)
+        assert client_with_token(other["access"]).post(HEARTBEAT).status_code == 200
+
+    def test_unknown_users_and_malformed_ids_are_404(self, staff_client, user):
+        assert_json_error(staff_client.get(admin_sessions_url(999999)), 404)
+        assert_json_error(staff_client.delete(f"{admin_sessions_url(user.pk)}nonsense/"), 404)
+
+    def test_non_staff_get_403_and_anonymous_401(self, api_client, user_client, user):
+        tokens = log_in(api_client, user).json()
+        assert_json_error(user_client.get(admin_sessions_url(user.pk)), 403)
+        assert_json_error(user_client.delete(f"{admin_sessions_url(user.pk)}{tokens['session_id']}/"), 403)
+        assert_json_error(api_client.get(admin_sessions_url(user.pk)), 401)
+        assert client_with_token(tokens["access"]).post(HEARTBEAT).status_code == 200
+
+
+class TestHeartbeatStatus:
+    def test_away_from_the_client_shows_away_and_online_brings_it_back(self, user_client):
+        assert user_client.post(HEARTBEAT, {"status": "away"}, format="json").json()["online_status"] == "away"
+        assert user_client.get(MY_PRESENCE).json()["online_status"] == "away"  # other requests keep the report
+        assert user_client.post(HEARTBEAT, {"status": "online"}, format="json").json()["online_status"] == "online"
+
+    @pytest.mark.parametrize("payload", [{"status": "busy"}, {"status": None}, {"status": ["away"]}, {"status": 1}])
+    def test_invalid_statuses_are_400_naming_the_field(self, user_client, user, payload):
+        body = assert_json_error(user_client.post(HEARTBEAT, payload, format="json"), 400)
+        assert "status" in body
+        assert stored(user)[0] == OnlineStatus.ONLINE
+
+    def test_an_away_heartbeat_is_not_input(self, user):
+        with time_machine.travel(NOW, tick=False) as clock:
+            client = client_for(user)
+            clock.shift(60)
+            client.post(HEARTBEAT, {"status": "away"}, format="json")
+        assert User.objects.get(pk=user.pk).last_active == NOW
+
+
+class TestMyPresence:
+    def test_a_manual_away_holds_against_heartbeats_until_cleared(self, user_client):
+        response = user_client.put(MY_PRESENCE, {"status": "away"}, format="json")
+        assert response.status_code == 200
+        assert response.json()["manual_status"] == "away"
+        assert user_client.post(HEARTBEAT, {"status": "online"}, format="json").json()["online_status"] == "away"
+        cleared = user_client.put(MY_PRESENCE, {"status": None}, format="json").json()
+        assert (cleared["online_status"], cleared["manual_status"]) == ("online", None)
+
+    @pytest.mark.parametrize("payload", [{}, {"status": "offline"}, {"status": "busy"}, {"status": 3}])
+    def test_invalid_bodies_are_400(self, user_client, user, payload):
+        assert "status" in assert_json_error(user_client.put(MY_PRESENCE, payload, format="json"), 400)
+        assert User.objects.get(pk=user.pk).manual_status is None
+
+    def test_needs_authentication_and_refuses_other_methods(self, api_client, user_client):
+        assert_json_error(api_client.get(MY_PRESENCE), 401)
+        assert_json_error(api_client.put(MY_PRESENCE, {"status": "away"}, format="json"), 401)
+        assert_json_error(user_client.post(MY_PRESENCE, {"status": "away"}, format="json"), 405)
+
+
+class TestMe:
+    def test_reads_my_account(self, user_client, user):
+        body = user_client.get(ME).json()
+        assert (body["id"], body["username"], body["share_presence"]) == (user.pk, user.username, True)
+
+    def test_patch_changes_names_and_privacy_only(self, user_client, user):
+        response = user_client.patch(
+            ME,
+            {"share_presence": False, "first_name": "Ada", "is_staff": True, "is_superuser": True, "username": "x"},
+            format="json",
+        )
+        assert response.status_code == 200
+        stored_user = User.objects.get(pk=user.pk)
+        assert (stored_user.share_presence, stored_user.first_name) == (False, "Ada")
+        assert (stored_user.is_staff, stored_user.is_superuser, stored_user.username) == (False, False, user.username)
+
+    @pytest.mark.parametrize(
+        "payload", [{"share_presence": "maybe"}, {"share_presence": None}, {"first_name": "x" * 151}]
+    )
+    def test_invalid_values_are_400(self, user_client, user, payload):
+        assert_json_error(user_client.patch(ME, payload, format="json"), 400)
+        assert User.objects.get(pk=user.pk).share_presence is True
+
+    def test_needs_authentication_and_refuses_put_and_delete(self, api_client, user_client):
+        assert_json_error(api_client.get(ME), 401)
+        assert_json_error(api_client.patch(ME, {"share_presence": False}, format="json"), 401)
+        assert_json_error(user_client.put(ME, {"share_presence": False}, format="json"), 405)
+        assert_json_error(user_client.delete(ME), 405)
+
+
+class TestPrivacyThroughTheApi:
+    def test_others_see_a_hidden_user_offline_while_staff_and_the_user_see_the_truth(self, staff_client):
+        hidden = UserFactory(username="hidden")
+        hidden_client = client_for(hidden)
+        hidden_client.patch(ME, {"share_presence": False}, format="json")
+        viewer_client = client_for(UserFactory())
+
+        def row_seen_by(client):
+            return next(row for row in client.get(ALL_USERS).json()["results"] if row["username"] == "hidden")
+
+        assert row_seen_by(viewer_client)["online_status"] == "offline"
+        assert row_seen_by(viewer_client)["last_seen"] is None
+        assert row_seen_by(staff_client)["online_status"] == "online"
+        assert row_seen_by(hidden_client)["online_status"] == "online"
+        assert staff_client.get(status_url(hidden.pk)).json()["online_status"] == "online"
+
+
+class TestStatusIsComputedNotTrusted:
+    def test_with_no_sweep_a_stale_user_is_offline_on_every_endpoint(self, api_client, user):
+        tokens = log_in(api_client, user).json()
+        client_with_token(tokens["access"]).post(HEARTBEAT)
+        staff = StaffFactory()
+        later = timezone.now() + timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT + 1)
+        with time_machine.travel(later, tick=False):
+            staff_client = client_for(staff)  # nobody runs the sweep: the column still says online
+            directory = {row["id"]: row for row in client_for(UserFactory()).get(ALL_USERS).json()["results"]}
+            admin_rows = {row["id"]: row for row in staff_client.get(ADMIN_USERS).json()["results"]}
+            online_ids = [row["id"] for row in staff_client.get(ADMIN_ONLINE).json()["results"]]
+            filtered = staff_client.get(ADMIN_USERS, {"online_status": "online"}).json()["results"]
+            offline = staff_client.get(ADMIN_USERS, {"online_status": "offline"}).json()["results"]
+            detail = staff_client.get(status_url(user.pk)).json()
+
+        assert stored(user)[0] == OnlineStatus.ONLINE
+        assert directory[user.pk]["online_status"] == admin_rows[user.pk]["online_status"] == "offline"
+        assert admin_rows[user.pk]["is_online"] is False
+        assert user.pk not in online_ids
+        assert user.pk not in [row["id"] for row in filtered]
+        assert user.pk in [row["id"] for row in offline]
+        assert (detail["online_status"], detail["is_online"]) == ("offline", False)
+
+    def test_ordering_by_status_uses_the_status_shown(self, staff_client, staff):
+        stale = UserFactory(username="stale", online_status=OnlineStatus.ONLINE, last_seen=NOW - timedelta(hours=1))
+        away = UserFactory(online_status=OnlineStatus.AWAY, last_seen=timezone.now())
+        rows = staff_client.get(ADMIN_USERS, {"ordering": "online_status"}).json()["results"]
+        assert [row["id"] for row in rows] == [away.pk, stale.pk, staff.pk]  # away < offline < online
+
+
+class TestChangeFeedThroughTheApi:
+    def test_a_full_list_gives_a_cursor_that_then_yields_only_changes(self, staff_client):
+        quiet, busy = UserFactory(), UserFactory()
+        cursor = staff_client.get(ADMIN_USERS).json()["cursor"]
+        client_for(busy)
+
+        feed = staff_client.get(ADMIN_USERS, {"since": cursor}).json()
+
+        assert set(feed) == {"results", "removed", "cursor"}
+        assert [row["id"] for row in feed["results"]] == [busy.pk]
+        assert feed["results"][0]["online_status"] == "online"
+        assert quiet.pk not in [row["id"] for row in feed["results"]]
+        assert staff_client.get(ADMIN_USERS, {"since": feed["cursor"]}).json()["results"] == []
+
+    def test_the_directory_feed_removes_deactivated_and_deleted_users(self, user_client):
+        leaving, deleted = UserFactory(), UserFactory()
+        cursor = user_client.get(ALL_USERS).json()["cursor"]
+        leaving.is_active = False
+        leaving.save()
+        deleted_id = deleted.pk
+        deleted.delete()
+
+        feed = user_client.get(ALL_USERS, {"since": cursor}).json()
+
+        assert feed["results"] == []
+        assert feed["removed"] == sorted([leaving.pk, deleted_id])
+
+    def test_a_filtered_feed_names_users_who_left_the_filter(self, staff_client, api_client, user):
+        tokens = log_in(api_client, user).json()
+        cursor = staff_client.get(ADMIN_ONLINE).json()["cursor"]
+        client_with_token(tokens["access"]).post(LOGOUT, {"refresh": tokens["refresh"]}, format="json")
+        feed = staff_client.get(ADMIN_USERS, {"online_status": "online", "since": cursor}).json()
+        assert (feed["results"], feed["removed"]) == ([], [user.pk])
+
+    def test_privacy_changes_reach_the_feed_as_offline(self, user_client):
+        other = UserFactory()
+        other_client = client_for(other)
+        cursor = user_client.get(ALL_USERS).json()["cursor"]
+        other_client.patch(ME, {"share_presence": False}, format="json")
+        rows = user_client.get(ALL_USERS, {"since": cursor}).json()["results"]
+        assert [(row["id"], row["online_status"]) for row in rows] == [(other.pk, "offline")]
+
+    @pytest.mark.parametrize("since", ["", "garbage", "1-", "99999999-1", "1-99999999999999"])
+    def test_malformed_or_unknown_cursors_are_400(self, user_client, since):
+        body = assert_json_error(user_client.get(ALL_USERS, {"since": since}), 400)
+        assert body["code"] == "invalid_cursor"
+        assert body["since"]
+
+    def test_a_cursor_too_old_asks_for_a_resync(self, user_client):
+        cursor = user_client.get(ALL_USERS).json()["cursor"]
+        with time_machine.travel(timezone.now() + timedelta(seconds=settings.PRESENCE_FEED_MAX_AGE + 60)):
+            body = assert_json_error(client_for(UserFactory()).get(ALL_USERS, {"since": cursor}), 400)
+        assert body["code"] == "resync_required"
+
+    def test_the_admin_feed_is_staff_only(self, user_client, api_client):
+        cursor = user_client.get(ALL_USERS).json()["cursor"]
+        assert_json_error(user_client.get(ADMIN_USERS, {"since": cursor}), 403)
+        assert_json_error(api_client.get(ALL_USERS, {"since": cursor}), 401)
+
+
+class TestETag:
+    def test_an_unchanged_list_is_304_with_no_body(self, staff_client):
+        first = staff_client.get(ADMIN_USERS)
+        etag = first["ETag"]
+        again = staff_client.get(ADMIN_USERS, HTTP_IF_NONE_MATCH=etag)
+        assert again.status_code == 304
+        assert again.content == b""
+        assert again["ETag"] == etag
+
+    def test_heartbeats_alone_do_not_change_the_etag_but_a_transition_does(self, staff, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        user = UserFactory()
+        with time_machine.travel(NOW, tick=False) as clock:
+            staff_client, user_client = client_for(staff), client_for(user)
+            etag = staff_client.get(ADMIN_USERS)["ETag"]
+            clock.shift(30)
+            user_client.post(HEARTBEAT)
+            assert staff_client.get(ADMIN_USERS, HTTP_IF_NONE_MATCH=etag).status_code == 304
+            user_client.post(HEARTBEAT, {"status": "away"}, format="json")
+            changed = staff_client.get(ADMIN_USERS, HTTP_IF_NONE_MATCH=etag)
+        assert changed.status_code == 200
+        assert changed["ETag"] != etag
+
+    def test_a_different_page_or_filter_has_another_etag(self, staff_client):
+        UserFactory.create_batch(3)
+        etag = staff_client.get(ADMIN_USERS)["ETag"]
+        assert staff_client.get(ADMIN_USERS, {"page_size": 2}, HTTP_IF_NONE_MATCH=etag).status_code == 200
+        assert staff_client.get(ADMIN_USERS, {"search": "user"}, HTTP_IF_NONE_MATCH=etag).status_code == 200
+
+    def test_the_directory_has_one_too_and_any_of_several_tags_matches(self, user_client):
+        etag = user_client.get(ALL_USERS)["ETag"]
+        assert user_client.get(ALL_USERS, HTTP_IF_NONE_MATCH=f'"stale", W/{etag}').status_code == 304
