@@ -71,10 +71,18 @@ class AdminUserSerializer(ListedPresenceMixin, serializers.ModelSerializer):
         return self._shown(user).status == OnlineStatus.ONLINE
 
 
-class PresenceSerializer(serializers.ModelSerializer):
-    """One user's presence in full, for that user and for staff."""
+class ComputedStatusMixin(serializers.Serializer):
+    """`online_status` as computed now, for the user themselves or staff (no privacy filter)."""
 
     online_status = serializers.SerializerMethodField()
+
+    def get_online_status(self, user) -> str:
+        return effective_status(user=user, now=_presence_now(self.context))
+
+
+class PresenceSerializer(ComputedStatusMixin, serializers.ModelSerializer):
+    """One user's presence in full, for that user and for staff."""
+
     is_online = serializers.SerializerMethodField()
 
     class Meta:
@@ -91,17 +99,12 @@ class PresenceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_online_status(self, user) -> str:
-        return effective_status(user=user, now=_presence_now(self.context))
-
     def get_is_online(self, user) -> bool:
         return self.get_online_status(user) == OnlineStatus.ONLINE
 
 
-class AccountSerializer(serializers.ModelSerializer):
+class AccountSerializer(ComputedStatusMixin, serializers.ModelSerializer):
     """The signed-in user's own account: returned at login, read and edited at /me/."""
-
-    online_status = serializers.SerializerMethodField()
 
     class Meta:
         model = User
@@ -119,9 +122,6 @@ class AccountSerializer(serializers.ModelSerializer):
         # Writable: first_name, last_name, share_presence. Nothing else, so no request can make
         # a user staff or rename them (mass assignment).
         read_only_fields = ["id", "username", "email", "is_staff", "online_status", "last_seen"]
-
-    def get_online_status(self, user) -> str:
-        return effective_status(user=user, now=_presence_now(self.context))
 
 
 class HeartbeatSerializer(serializers.Serializer):

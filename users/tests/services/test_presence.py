@@ -134,6 +134,19 @@ class TestRecordActivity:
         assert stored(session.user)[1] == NOW + timedelta(minutes=1)
         assert reload(session).last_seen == NOW + timedelta(minutes=1)
 
+    def test_a_heartbeat_within_the_margin_of_the_timeout_takes_a_feed_id(self, settings):
+        """A poll may have shown the user offline before this heartbeat committed: a feed id
+        makes the next poll read the user again."""
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        session = sign_in(UserFactory(), at=NOW)
+        before = feed_id(session.user)
+        touch(session, at=NOW + TIMEOUT / 2 - timedelta(seconds=1), active=False)
+        assert feed_id(session.user) == before  # far from the timeout: no id
+        touch(session, at=NOW + TIMEOUT - timedelta(seconds=2), active=False)
+        assert feed_id(session.user) == before  # 59 s since the last one: still far
+        touch(session, at=NOW + TIMEOUT - timedelta(seconds=2) + timedelta(seconds=61), active=False)
+        assert feed_id(session.user) > before  # 61 s since: within the 60 s margin of the timeout
+
     def test_a_write_slower_than_the_margin_takes_a_feed_id(self, settings):
         settings.PRESENCE_WRITE_GRANULARITY = 0
         session = sign_in(UserFactory(), at=NOW)
