@@ -83,6 +83,7 @@ def record_activity(
     is written and no query runs. Returns whether anything was written.
     """
     at = at or timezone.now()
+    keeps_report = reported_status is None
     reported_status = reported_status or session.reported_status
     if session.ended_at is None and reported_status == session.reported_status:
         if _is_fresh(user=user, session=session, at=at, active=active):
@@ -94,11 +95,17 @@ def record_activity(
         if active:
             session_fields["last_active"] = Greatest(Coalesce("last_active", at), at)
         live_session = PresenceSession.objects.filter(pk=session.pk, revoked_at__isnull=True)
-        # Whether the report changed is read from the row under its lock, not from the copy
-        # loaded with the request, which a concurrent request may have made stale.
-        report_changed = not live_session.filter(reported_status=reported_status).update(**session_fields)
-        if report_changed and not live_session.update(**session_fields, reported_status=reported_status):
-            return False  # logged out while this request ran
+        if keeps_report:
+            # The loaded copy of the report may be stale: it is only ever compared, never written.
+            report_changed = False
+            if not live_session.update(**session_fields):
+                return False  # logged out while this request ran
+        else:
+            # Whether the report changed is read from the row under its lock, not from the copy
+            # loaded with the request, which a concurrent request may have made stale.
+            report_changed = not live_session.filter(reported_status=reported_status).update(**session_fields)
+            if report_changed and not live_session.update(**session_fields, reported_status=reported_status):
+                return False  # logged out while this request ran
         user_fields = {"last_seen": Greatest(Coalesce("last_seen", at), at)}
         if active:
             user_fields["last_active"] = Greatest(Coalesce("last_active", at), at)
@@ -115,7 +122,9 @@ def record_activity(
             # Took longer than the change feed allows for; a poll may have read the old row
             # at a moment when it no longer held. A feed id makes pollers read it again.
             _take_feed_id(user_ids=[user.pk])
-    session.last_seen, session.reported_status, session.ended_at = at, reported_status, None
+    session.last_seen, session.ended_at = at, None
+    if not keeps_report:
+        session.reported_status = reported_status
     if active:
         session.last_active = user.last_active = at
     user.last_seen = at
@@ -197,13 +206,15 @@ def set_share_presence(*, user: User, share: bool) -> bool:
 def admin_set_status(*, user: User, status: str, at=None) -> None:
     """An admin's decision. Offline ends the user's live sessions (not revoked: the user's
     next request brings them back, as after a sweep); online or away sets the stored status,
-    which holds until the user's own sessions next report a change."""
+    which holds until the user's own sessions next report a change. Neither can show a user
+    with no live session as present."""
     at = at or timezone.now()
     with transaction.atomic():
+        live_sessions = PresenceSession.objects.filter(user=user, ended_at__isnull=True)
         if status == OnlineStatus.OFFLINE:
-            PresenceSession.objects.filter(user=user, ended_at__isnull=True).update(
-                ended_at=at, end_reason=SessionEndReason.ADMIN
-            )
+            live_sessions.update(ended_at=at, end_reason=SessionEndReason.ADMIN)
+        elif not live_sessions.exists():
+            status = OnlineStatus.OFFLINE
         User.objects.filter(pk=user.pk).update(online_status=status)
         _take_feed_id(user_ids=[user.pk])
     user.online_status = status

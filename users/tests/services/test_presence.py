@@ -147,6 +147,21 @@ class TestRecordActivity:
         touch(session, at=NOW + TIMEOUT - timedelta(seconds=2) + timedelta(seconds=61), active=False)
         assert feed_id(session.user) > before  # 61 s since: within the 60 s margin of the timeout
 
+    def test_a_plain_request_keeps_the_report_a_concurrent_heartbeat_wrote(self):
+        session = sign_in(UserFactory())
+        loaded_before_the_heartbeat = reload(session)
+        touch(session, at=NOW + timedelta(seconds=1), active=False, reported_status=OnlineStatus.AWAY)
+
+        presence.record_activity(
+            user=loaded_before_the_heartbeat.user,
+            session=loaded_before_the_heartbeat,
+            active=True,
+            at=NOW + timedelta(seconds=40),
+        )
+
+        assert reload(session).reported_status == OnlineStatus.AWAY
+        assert shown(session.user, NOW + timedelta(seconds=40)) == OnlineStatus.AWAY
+
     def test_a_write_slower_than_the_margin_takes_a_feed_id(self, settings):
         settings.PRESENCE_WRITE_GRANULARITY = 0
         session = sign_in(UserFactory(), at=NOW)
@@ -212,6 +227,14 @@ class TestAdminSetStatus:
         assert reload(session).end_reason == SessionEndReason.ADMIN and reload(session).revoked_at is None
         touch(session, at=NOW + timedelta(seconds=2))
         assert shown(user, NOW + timedelta(seconds=2)) == OnlineStatus.ONLINE
+
+    def test_online_cannot_show_a_user_with_no_live_session(self):
+        user = UserFactory()
+        session = sign_in(user, at=NOW)
+        presence.end_session(session=session, reason=SessionEndReason.LOGOUT, at=NOW + timedelta(seconds=1))
+        presence.admin_set_status(user=user, status=OnlineStatus.ONLINE, at=NOW + timedelta(seconds=2))
+        assert stored(user)[0] == OnlineStatus.OFFLINE
+        assert shown(user, NOW + timedelta(seconds=2)) == OnlineStatus.OFFLINE
 
     def test_away_holds_until_the_users_own_activity(self, settings):
         settings.PRESENCE_WRITE_GRANULARITY = 0
