@@ -200,9 +200,9 @@ class MySessionViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets
         return self.request.user.presence_sessions.all()
 
     def perform_destroy(self, session):
+        # Ending the current session needs no word to the middleware: a revoked session's
+        # activity writes nothing.
         auth.end_session(session=session)
-        if session.pk == self.request.user.presence_session.pk:
-            presence_written_by_view(self.request)
 
 
 class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -256,6 +256,4 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
         user = self.get_object()
         session = generics.get_object_or_404(user.presence_sessions.all(), pk=session_id)
         auth.end_session(session=session)
-        if session.pk == request.user.presence_session.pk:
-            presence_written_by_view(request)
         return Response(status=status.HTTP_204_NO_CONTENT)

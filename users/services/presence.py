@@ -143,20 +143,16 @@ def _is_fresh(*, user: User, session: PresenceSession, at: datetime, active: boo
 
 
 def _loaded_row_shows_the_same(*, user: User, session: PresenceSession, at: datetime, active: bool) -> bool:
+    """The Python form of _shows_the_same_after_activity, for rows loaded with the request
+    (a test checks that the two agree)."""
     margin = transition_margin()
     if user.online_status not in _statuses_that_absorb(session.reported_status):
         return False
     if user.last_seen <= at - inactivity_timeout() + margin:
         return False
-    return not active or _input_shows_the_same(
-        manual_status=user.manual_status, stored=user.online_status, last_active=user.last_active, at=at
-    )
-
-
-def _input_shows_the_same(*, manual_status, stored, last_active, at) -> bool:
-    if manual_status or stored == OnlineStatus.AWAY:
+    if not active or user.manual_status or user.online_status == OnlineStatus.AWAY:
         return True
-    return last_active is not None and last_active > at - away_after() + transition_margin()
+    return user.last_active is not None and user.last_active > at - away_after() + margin
 
 
 def _statuses_that_absorb(reported_status: str) -> tuple[str, ...]:
@@ -185,9 +181,8 @@ def _shows_the_same_after_activity(*, reported_status: str, active: bool, at: da
 def set_manual_status(*, user: User, status: str | None) -> bool:
     """The user's own away or online, shown while connected until cleared (None)."""
     with transaction.atomic():
+        # exclude(manual_status=None) is "IS NOT NULL": clearing an empty status writes nothing.
         changed = User.objects.filter(pk=user.pk).exclude(manual_status=status).update(manual_status=status)
-        if status is None:
-            changed = changed or User.objects.filter(pk=user.pk, manual_status__isnull=False).update(manual_status=None)
         if changed:
             _take_feed_id(user_ids=[user.pk])
     user.manual_status = status
