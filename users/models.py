@@ -127,7 +127,7 @@ class PresenceSession(models.Model):
         return f"session {self.pk} of user {self.user_id}"
 
     @property
-    def is_live(self):
+    def is_live(self) -> bool:
         return self.ended_at is None
 
 
@@ -161,3 +161,25 @@ class PresenceTombstone(models.Model):
 
     def __str__(self):
         return f"deleted user {self.user_id}"
+
+
+class PresenceSweep(models.Model):
+    """One row: the sweeper's last completed run and running totals.
+
+    Written in the sweep's own transaction, so it says exactly what was applied. Health and
+    metrics read it in the web process to tell whether beat and a worker are alive.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    finished_at = models.DateTimeField(null=True)
+    duration_seconds = models.FloatField(default=0)
+    users_marked_offline = models.PositiveIntegerField(default=0)
+    sessions_ended = models.PositiveIntegerField(default=0)
+    sweeps_total = models.PositiveBigIntegerField(default=0)
+    users_marked_offline_total = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        db_table = "presence_sweep"
+
+    def __str__(self):
+        return f"presence sweep finished at {self.finished_at}"

@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt import serializers as jwt_serializers
@@ -37,6 +39,7 @@ class ListedPresenceMixin(serializers.Serializer):
     def get_online_status(self, user) -> str:
         return self._shown(user).status
 
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_last_seen(self, user):
         last_seen = self._shown(user).last_seen
         return serializers.DateTimeField().to_representation(last_seen) if last_seen else None
@@ -101,6 +104,17 @@ class PresenceSerializer(ComputedStatusMixin, serializers.ModelSerializer):
 
     def get_is_online(self, user) -> bool:
         return self.get_online_status(user) == OnlineStatus.ONLINE
+
+
+class HeartbeatResponseSerializer(PresenceSerializer):
+    heartbeat_interval = serializers.SerializerMethodField(help_text="Seconds until the next heartbeat is due.")
+
+    class Meta(PresenceSerializer.Meta):
+        fields = [*PresenceSerializer.Meta.fields, "heartbeat_interval"]
+        read_only_fields = fields
+
+    def get_heartbeat_interval(self, user) -> int:
+        return settings.PRESENCE_HEARTBEAT_INTERVAL
 
 
 class AccountSerializer(ComputedStatusMixin, serializers.ModelSerializer):
@@ -169,6 +183,17 @@ class LoginSerializer(jwt_serializers.TokenObtainSerializer):
     accounts alike); tokens are issued by the login service."""
 
 
+class LoginResponseSerializer(serializers.Serializer):
+    access = serializers.CharField(help_text="Send as `Authorization: Bearer <access>`.")
+    refresh = serializers.CharField(help_text="Single use: /token/refresh/ returns a new pair.")
+    session_id = serializers.UUIDField(source="session.pk", help_text="This device's presence session.")
+    user = AccountSerializer(source="session.user")
+    heartbeat_interval = serializers.SerializerMethodField(help_text="Seconds between heartbeats.")
+
+    def get_heartbeat_interval(self, tokens) -> int:
+        return settings.PRESENCE_HEARTBEAT_INTERVAL
+
+
 class LogoutSerializer(serializers.Serializer):
     refresh = serializers.CharField()
 
@@ -183,3 +208,46 @@ class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
             return super().validate(attrs)
         except get_user_model().DoesNotExist as missing:
             raise AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account") from missing
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class PresenceSummarySerializer(serializers.Serializer):
+    """Active users per shown status (users.selectors.presence.status_counts)."""
+
+    online = serializers.IntegerField()
+    away = serializers.IntegerField()
+    offline = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class HealthCheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    reason = serializers.CharField(required=False, help_text="Why the check failed.")
+    vendor = serializers.CharField(required=False, help_text="Database: postgresql or sqlite.")
+    backend = serializers.CharField(required=False, help_text="Cache: RedisCache or LocMemCache.")
+    transport = serializers.CharField(required=False, help_text="Broker: redis or filesystem.")
+
+
+class SweeperCheckSerializer(HealthCheckSerializer):
+    last_completed_at = serializers.DateTimeField(required=False)
+    age_seconds = serializers.FloatField(required=False)
+    max_age_seconds = serializers.IntegerField()
+    users_marked_offline = serializers.IntegerField(required=False, help_text="By the last sweep.")
+    sessions_ended = serializers.IntegerField(required=False, help_text="By the last sweep.")
+    duration_ms = serializers.FloatField(required=False)
+
+
+class HealthChecksSerializer(serializers.Serializer):
+    database = HealthCheckSerializer()
+    cache = HealthCheckSerializer()
+    broker = HealthCheckSerializer()
+    sweeper = SweeperCheckSerializer()
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded", "unavailable"])
+    reasons = serializers.ListField(child=serializers.CharField())
+    checks = HealthChecksSerializer()

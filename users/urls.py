@@ -1,6 +1,5 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
-from rest_framework_simplejwt.views import TokenRefreshView
 
 from users import views
 
@@ -10,7 +9,7 @@ router.register("me/sessions", views.MySessionViewSet, basename="my-sessions")
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
-    path("token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("token/refresh/", views.TokenRefreshView.as_view(), name="token-refresh"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("heartbeat/", views.HeartbeatView.as_view(), name="heartbeat"),
     path("all-users/", views.AllUsersView.as_view(), name="all-users"),

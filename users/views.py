@@ -1,26 +1,38 @@
 import hashlib
 import ipaddress
 import json
+import logging
 
-from django.conf import settings
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.filters import SearchFilter
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.utils.encoders import JSONEncoder
+from rest_framework_simplejwt import views as jwt_views
+from rest_framework_simplejwt.exceptions import TokenError
 
+from offchat_backend.log_events import log_event
+from offchat_backend.openapi import error
 from users import serializers
 from users.authentication import SessionJWTAuthentication
+from users.exceptions import RefreshTokenNotOwnedError
 from users.filters import AdminUserFilter, NullsLastOrderingFilter
+from users.metrics import HEARTBEATS, LOGINS
 from users.middleware import presence_written_by_view
-from users.models import ReportedStatus
+from users.models import PresenceSession, ReportedStatus
 from users.selectors import accounts
 from users.selectors import presence as presence_selectors
+from users.selectors.health import UNAVAILABLE, system_health
 from users.services import auth, presence
+
+logger = logging.getLogger(__name__)
 
 
 class PresenceClockMixin:
@@ -34,7 +46,15 @@ class PresenceClockMixin:
         return {**super().get_serializer_context(), "presence_now": self.presence_now}
 
 
+@extend_schema(
+    responses={
+        200: serializers.LoginResponseSerializer,
+        401: error("401", "Wrong username or password, or a deactivated account: one answer for all."),
+    },
+)
 class LoginView(PresenceClockMixin, generics.GenericAPIView):
+    """Username and password for a JWT pair and a new presence session: the user is online."""
+
     serializer_class = serializers.LoginSerializer
     permission_classes = [AllowAny]
     # A stale or broken Authorization header must not stop anyone from logging in.
@@ -47,20 +67,20 @@ class LoginView(PresenceClockMixin, generics.GenericAPIView):
 
     def post(self, request):
         serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        try:
+            serializer.is_valid(raise_exception=True)
+        except AuthenticationFailed:
+            # Only the username: never the password, not even a wrong one.
+            username = str(serializer.initial_data.get(serializer.username_field, ""))[:150]
+            log_event(logger, "login", level=logging.WARNING, outcome="failure", username=username)
+            LOGINS.labels(outcome="failure").inc()
+            raise
         user = serializer.user
+        LOGINS.labels(outcome="success").inc()
         tokens = auth.log_in(
             user=user, user_agent=request.META.get("HTTP_USER_AGENT", ""), ip_address=self._client_ip(request)
         )
-        return Response(
-            {
-                "access": tokens.access,
-                "refresh": tokens.refresh,
-                "session_id": tokens.session.pk,
-                "user": serializers.AccountSerializer(user, context=self.get_serializer_context()).data,
-                "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
-            }
-        )
+        return Response(serializers.LoginResponseSerializer(tokens, context=self.get_serializer_context()).data)
 
     @staticmethod
     def _client_ip(request):
@@ -71,18 +91,42 @@ class LoginView(PresenceClockMixin, generics.GenericAPIView):
             return None
 
 
+@extend_schema(
+    responses={
+        200: serializers.DetailSerializer,
+        401: error("401", "Invalid token, or the refresh token is invalid, expired or already used."),
+        403: error("403", "The refresh token belongs to another user."),
+    },
+)
 class LogoutView(generics.GenericAPIView):
+    """Blacklists the refresh token and ends its session; the user's other devices stay."""
+
     serializer_class = serializers.LogoutSerializer
 
     def post(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        auth.log_out(user=request.user, refresh_token=serializer.validated_data["refresh"])
+        try:
+            auth.log_out(user=request.user, refresh_token=serializer.validated_data["refresh"])
+        except (TokenError, RefreshTokenNotOwnedError) as refused:
+            log_event(
+                logger,
+                "logout",
+                level=logging.WARNING,
+                outcome="failure",
+                user_id=request.user.pk,
+                reason=type(refused).__name__,
+            )
+            raise
         presence_written_by_view(request)
         return Response({"detail": "Logged out."})
 
 
+@extend_schema(responses=serializers.HeartbeatResponseSerializer)
 class HeartbeatView(PresenceClockMixin, generics.GenericAPIView):
+    """Every `heartbeat_interval` seconds while the app is open; `{"status": "away"}` when the
+    user is idle or the tab is hidden. Answers the user's presence as now computed."""
+
     serializer_class = serializers.HeartbeatSerializer
 
     def post(self, request):
@@ -97,11 +141,9 @@ class HeartbeatView(PresenceClockMixin, generics.GenericAPIView):
             at=self.presence_now,
         )
         presence_written_by_view(request)
+        HEARTBEATS.labels(status=reported).inc()
         return Response(
-            {
-                **serializers.PresenceSerializer(request.user, context=self.get_serializer_context()).data,
-                "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
-            }
+            serializers.HeartbeatResponseSerializer(request.user, context=self.get_serializer_context()).data
         )
 
 
@@ -112,6 +154,9 @@ class PresenceListMixin(PresenceClockMixin):
     that left the list (`removed`) and the next `cursor`. A full page carries an ETag over
     its rows and the `cursor` to follow from; `If-None-Match` with it gets 304.
     """
+
+    # The actions that answer through list() (for the OpenAPI schema).
+    feed_actions = frozenset({"list", "online"})
 
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())
@@ -181,9 +226,11 @@ class MyPresenceView(PresenceClockMixin, generics.GenericAPIView):
 
     serializer_class = serializers.ManualPresenceSerializer
 
+    @extend_schema(responses=serializers.PresenceSerializer)
     def get(self, request):
         return Response(serializers.PresenceSerializer(request.user, context=self.get_serializer_context()).data)
 
+    @extend_schema(responses=serializers.PresenceSerializer)
     def put(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -197,6 +244,8 @@ class MySessionViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets
     serializer_class = serializers.SessionSerializer
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular's schema pass: no user
+            return PresenceSession.objects.none()
         return self.request.user.presence_sessions.all()
 
     def perform_destroy(self, session):
@@ -232,10 +281,18 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
     def online(self, request):
         return self.list(request)
 
+    @extend_schema(responses=serializers.PresenceSummarySerializer, filters=False)
+    @action(detail=False, pagination_class=None, filter_backends=[])
+    def summary(self, request):
+        """Active users per status, for the dashboard's counters."""
+        counts = presence_selectors.status_counts(now=self.presence_now)
+        return Response(serializers.PresenceSummarySerializer(counts).data)
+
     @action(detail=True, url_path="online-status")
     def online_status(self, request, pk=None):
         return Response(self.get_serializer(self.get_object()).data)
 
+    @extend_schema(responses=serializers.PresenceSerializer)
     @action(detail=True, methods=["post"], url_path="set-online-status")
     def set_online_status(self, request, pk=None):
         user = self.get_object()
@@ -246,14 +303,52 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
         presence_written_by_view(request)
         return Response(serializers.PresenceSerializer(user, context=self.get_serializer_context()).data)
 
+    @extend_schema(responses=serializers.SessionSerializer(many=True))
     @action(detail=True)
     def sessions(self, request, pk=None):
         sessions = self.paginate_queryset(self.get_object().presence_sessions.all())
         return self.get_paginated_response(self.get_serializer(sessions, many=True).data)
 
+    @extend_schema(parameters=[OpenApiParameter("session_id", OpenApiTypes.UUID, OpenApiParameter.PATH)])
     @action(detail=True, methods=["delete"], url_path=r"sessions/(?P<session_id>[^/.]+)")
     def end_session(self, request, pk=None, session_id=None):
         user = self.get_object()
         session = generics.get_object_or_404(user.presence_sessions.all(), pk=session_id)
         auth.end_session(session=session)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema(
+    responses={
+        200: OpenApiResponse(serializers.HealthSerializer, description="ok, or degraded (cache or broker down)."),
+        503: OpenApiResponse(
+            serializers.HealthSerializer, description="The database is unreachable or the sweeper stalled."
+        ),
+    },
+)
+class HealthView(generics.GenericAPIView):
+    """Database, cache, broker and sweeper liveness. No authentication and nothing secret, so
+    load balancers and uptime checks can call it; not throttled, for the same reason."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = []
+    serializer_class = serializers.HealthSerializer
+
+    def get(self, request):
+        health = system_health()
+        code = status.HTTP_503_SERVICE_UNAVAILABLE if health.status == UNAVAILABLE else status.HTTP_200_OK
+        return Response(self.get_serializer(health.as_dict()).data, status=code, headers={"Cache-Control": "no-store"})
+
+
+class TokenRefreshView(jwt_views.TokenRefreshView):
+    """A new access token and a new refresh token; the old refresh token is used up."""
+
+    @extend_schema(
+        responses={
+            200: jwt_views.TokenRefreshView.serializer_class,
+            401: error("401", "Invalid, expired, used or revoked refresh token."),
+        }
+    )
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)

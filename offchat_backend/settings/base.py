@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -27,14 +28,20 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "users",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything that can answer on its own, so that those answers carry CORS headers too.
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -78,6 +85,18 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+
+# --- CORS (the browser frontend on another origin) --------------------------------
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+# The list endpoints' ETag must be readable, and If-None-Match sendable, from the frontend.
+CORS_EXPOSE_HEADERS = ["ETag", "Retry-After"]
+CORS_ALLOW_HEADERS = [*default_cors_headers, "if-none-match"]
+CORS_URLS_REGEX = r"^/api/.*$"
 
 
 # --- Database -----------------------------------------------------------------
@@ -118,7 +137,14 @@ DATABASES = {"default": _database_from_env()}
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # A Redis that stopped answering must fail a call in seconds, not hang a worker.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -206,6 +232,7 @@ REST_FRAMEWORK = {
         "login": env.str("THROTTLE_RATE_LOGIN", default="20/min"),
     },
     "EXCEPTION_HANDLER": "offchat_backend.errors.handle_api_exception",
+    "DEFAULT_SCHEMA_CLASS": "offchat_backend.openapi.AutoSchema",
     # How many proxies in front of gunicorn append to X-Forwarded-For. Throttling keys on the
     # client address; with 0 it is the socket's peer, which a client cannot forge.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
@@ -222,13 +249,50 @@ SIMPLE_JWT = {
 }
 
 
+SPECTACULAR_SETTINGS = {
+    "TITLE": "OffChat presence API",
+    "DESCRIPTION": (
+        "Who is online, away or offline. Log in for a JWT pair, send it as `Authorization: Bearer "
+        '<access>`, heartbeat every `heartbeat_interval` seconds. Errors are JSON: `{"detail": ...}` '
+        "or, for invalid input, an object of field names to messages."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "OnlineStatusEnum": "users.models.OnlineStatus",
+        "ReportedStatusEnum": "users.models.ReportedStatus",
+    },
+    # Swagger UI's files come from the drf-spectacular-sidecar package, not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+
+
+# --- Operations -----------------------------------------------------------------
+# /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>` when it is set.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# The dashboard polls the API this often (seconds).
+DASHBOARD_POLL_INTERVAL = env.int("DASHBOARD_POLL_INTERVAL", default=10)
+
+
 # --- Logging ------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# plain: readable lines for a terminal; json: one JSON object per line for a log pipeline.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "users": {"level": LOG_LEVEL},

@@ -1,7 +1,7 @@
 """Production: every secret and service comes from the environment, nothing is embedded."""
 
 from .base import *  # noqa: F403
-from .base import DATABASES, REDIS_URL, env, require
+from .base import DATABASES, LOGGING, MIDDLEWARE, REDIS_URL, STORAGES, env, require
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY")  # no default: start-up fails without it
@@ -22,3 +22,12 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# gunicorn serves the dashboard's files itself (whitenoise), from `collectstatic`'s output,
+# with hashed, compressed names that browsers may cache forever.
+MIDDLEWARE = [MIDDLEWARE[0], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[1:]]
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}}
+
+# One JSON object per line, for the log pipeline; LOG_FORMAT=plain reads better by hand.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT

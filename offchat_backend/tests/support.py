@@ -29,6 +29,12 @@ CONFIG_VARIABLES = frozenset(
         "SECRET_KEY",
         "DEBUG",
         "ALLOWED_HOSTS",
+        "CORS_ALLOWED_ORIGINS",
+        "METRICS_TOKEN",
+        "LOG_FORMAT",
+        "LOG_LEVEL",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "DASHBOARD_POLL_INTERVAL",
     }
 )
 

@@ -30,6 +30,11 @@ print(json.dumps({
     "BROKER_OPTIONS": getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}),
     "TIMEOUT": settings.PRESENCE_INACTIVITY_TIMEOUT, "SWEEP": settings.PRESENCE_SWEEP_INTERVAL,
     "HEARTBEAT": settings.PRESENCE_HEARTBEAT_INTERVAL,
+    "CORS_ALLOWED_ORIGINS": settings.CORS_ALLOWED_ORIGINS,
+    "LOG_FORMATTER": settings.LOGGING["handlers"]["console"]["formatter"],
+    "STATICFILES": settings.STORAGES["staticfiles"]["BACKEND"],
+    "WHITENOISE": "whitenoise.middleware.WhiteNoiseMiddleware" in settings.MIDDLEWARE,
+    "LOGIN_RATE": settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login"],
 }))
 """
 
@@ -95,6 +100,27 @@ def test_db_variables_select_postgresql(tmp_path):
 def test_redis_url_selects_redis_for_cache_and_broker(tmp_path):
     config = loaded("development", tmp_path, REDIS_URL="redis://cache.example:6379/3")
     assert config["CACHE"] == "django.core.cache.backends.redis.RedisCache"
+
+
+def test_cors_origins_and_log_format_come_from_the_environment(tmp_path):
+    config = loaded(
+        "production",
+        tmp_path,
+        **PRODUCTION_ENV,
+        CORS_ALLOWED_ORIGINS="https://chat.example.com,https://admin.example.com",
+        LOG_FORMAT="plain",
+    )
+    assert config["CORS_ALLOWED_ORIGINS"] == ["https://chat.example.com", "https://admin.example.com"]
+    assert config["LOG_FORMATTER"] == "plain"
+
+
+def test_development_allows_the_frontend_dev_server_and_local_demo_logins(tmp_path):
+    config = loaded("development", tmp_path)
+    assert config["CORS_ALLOWED_ORIGINS"] == ["http://localhost:5173"]
+    assert config["LOG_FORMATTER"] == "plain"
+    assert config["WHITENOISE"] is False  # runserver serves the files in development
+    # simulate_presence logs many demo users in from 127.0.0.1.
+    assert config["LOGIN_RATE"] == "6000/min"
     assert config["CACHE_LOCATION"] == "redis://cache.example:6379/3"
     assert config["BROKER"] == "redis://cache.example:6379/3"
 
@@ -115,6 +141,39 @@ def test_production_loads_from_a_complete_environment(tmp_path):
     assert config["DEBUG"] is False
     assert config["ENGINE"] == "django.db.backends.postgresql"
     assert config["CACHE"] == "django.core.cache.backends.redis.RedisCache"
+    # No origin is allowed unless configured; logs are JSON lines; gunicorn serves hashed files.
+    assert config["CORS_ALLOWED_ORIGINS"] == []
+    assert config["LOG_FORMATTER"] == "json"
+    assert config["STATICFILES"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    assert config["WHITENOISE"] is True
+    assert config["LOGIN_RATE"] == "20/min"
+    # No origin is allowed unless configured; logs are JSON lines; gunicorn serves hashed files.
+    assert config["CORS_ALLOWED_ORIGINS"] == []
+    assert config["LOG_FORMATTER"] == "json"
+    assert config["STATICFILES"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    assert config["WHITENOISE"] is True
+    assert config["LOGIN_RATE"] == "20/min"
+
+
+def test_cors_origins_and_log_format_come_from_the_environment(tmp_path):
+    config = loaded(
+        "production",
+        tmp_path,
+        **PRODUCTION_ENV,
+        CORS_ALLOWED_ORIGINS="https://chat.example.com,https://admin.example.com",
+        LOG_FORMAT="plain",
+    )
+    assert config["CORS_ALLOWED_ORIGINS"] == ["https://chat.example.com", "https://admin.example.com"]
+    assert config["LOG_FORMATTER"] == "plain"
+
+
+def test_development_allows_the_frontend_dev_server_and_local_demo_logins(tmp_path):
+    config = loaded("development", tmp_path)
+    assert config["CORS_ALLOWED_ORIGINS"] == ["http://localhost:5173"]
+    assert config["LOG_FORMATTER"] == "plain"
+    assert config["WHITENOISE"] is False  # runserver serves the files in development
+    # simulate_presence logs many demo users in from 127.0.0.1.
+    assert config["LOGIN_RATE"] == "6000/min"
 
 
 @pytest.mark.parametrize(

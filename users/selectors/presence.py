@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, CharField, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, Count, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from users.exceptions import InvalidCursorError, ResyncRequiredError
@@ -177,3 +177,18 @@ def changes_since(*, queryset: QuerySet[User], cursor: Cursor, now: datetime) ->
 
 def _last_update_id() -> int:
     return PresenceSequence.objects.filter(pk=1).values_list("last_update_id", flat=True).first() or 0
+
+
+def status_counts(*, now: datetime) -> dict[str, int]:
+    """Active users per shown status (privacy aside: for staff and operators).
+
+    Online and away are counted over the present part of the table only (the partial
+    index); offline is the rest, so the count never reads the offline majority's rows twice.
+    """
+    active = User.objects.filter(is_active=True)
+    present = active.filter(online_status__in=PRESENT_STATUSES).aggregate(
+        online=Count("pk", filter=status_q(OnlineStatus.ONLINE, now=now)),
+        away=Count("pk", filter=status_q(OnlineStatus.AWAY, now=now)),
+    )
+    total = active.count()
+    return {**present, "offline": total - present["online"] - present["away"], "total": total}

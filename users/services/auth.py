@@ -8,6 +8,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from offchat_backend.log_events import log_event
 from users.authentication import SESSION_CLAIM, session_of_token
 from users.exceptions import RefreshTokenNotOwnedError
 from users.models import PresenceSession, SessionEndReason, User
@@ -29,7 +30,7 @@ def log_in(*, user: User, user_agent: str = "", ip_address: str | None = None) -
         session = presence.start_session(user=user, user_agent=user_agent, ip_address=ip_address)
         refresh = RefreshToken.for_user(user)
         refresh[SESSION_CLAIM] = str(session.pk)
-    logger.info("event=login user_id=%s session_id=%s outcome=online", user.pk, session.pk)
+    log_event(logger, "login", outcome="success", user_id=user.pk, session_id=session.pk)
     return IssuedTokens(access=str(refresh.access_token), refresh=str(refresh), session=session)
 
 
@@ -49,12 +50,19 @@ def log_out(*, user: User, refresh_token: str) -> None:
         if not newly_blacklisted:
             raise TokenError("Token is blacklisted")
         presence.end_session(session=session, reason=SessionEndReason.LOGOUT)
-    logger.info("event=logout user_id=%s session_id=%s outcome=%s", user.pk, session.pk, session.user.online_status)
+    log_event(
+        logger,
+        "logout",
+        outcome="success",
+        user_id=user.pk,
+        session_id=session.pk,
+        status_after=session.user.online_status,
+    )
 
 
 def end_session(*, session: PresenceSession) -> bool:
     """A forced logout, by the session's user from another device or by an admin."""
     ended = presence.end_session(session=session, reason=SessionEndReason.FORCED)
     if ended:
-        logger.info("event=session_ended user_id=%s session_id=%s", session.user_id, session.pk)
+        log_event(logger, "session_ended", outcome="success", user_id=session.user_id, session_id=session.pk)
     return ended

@@ -12,6 +12,7 @@ tests can move time with time-machine and every writer agrees on one clock.
 """
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -20,11 +21,13 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from offchat_backend.log_events import log_event
 from users.models import (
     PRESENT_STATUSES,
     OnlineStatus,
     PresenceSequence,
     PresenceSession,
+    PresenceSweep,
     PresenceTombstone,
     ReportedStatus,
     SessionEndReason,
@@ -227,6 +230,7 @@ def mark_inactive_users_offline(*, now=None) -> int:
     """
     now = now or timezone.now()
     cutoff = now - inactivity_timeout()
+    started = time.perf_counter()
     with transaction.atomic():
         idle = list(
             PresenceSession.objects.select_for_update()
@@ -256,8 +260,33 @@ def mark_inactive_users_offline(*, now=None) -> int:
         PresenceTombstone.objects.filter(
             deleted_at__lt=now - timedelta(seconds=settings.PRESENCE_FEED_MAX_AGE)
         ).delete()
-    logger.info("event=presence_sweep users_marked_offline=%d sessions_ended=%d", len(stale), len(idle))
+        duration = time.perf_counter() - started
+        _record_sweep(finished_at=now, duration=duration, users_marked_offline=len(stale), sessions_ended=len(idle))
+    log_event(
+        logger,
+        "presence_sweep",
+        users_marked_offline=len(stale),
+        sessions_ended=len(idle),
+        duration_ms=round(duration * 1000, 1),
+    )
     return len(stale)
+
+
+def _record_sweep(*, finished_at, duration: float, users_marked_offline: int, sessions_ended: int) -> None:
+    fields = {
+        "finished_at": finished_at,
+        "duration_seconds": duration,
+        "users_marked_offline": users_marked_offline,
+        "sessions_ended": sessions_ended,
+    }
+    recorded = PresenceSweep.objects.filter(pk=1).update(
+        **fields,
+        sweeps_total=F("sweeps_total") + 1,
+        users_marked_offline_total=F("users_marked_offline_total") + users_marked_offline,
+    )
+    if not recorded:
+        # The row is made by a migration; a test database flush removes it.
+        PresenceSweep.objects.create(pk=1, **fields, sweeps_total=1, users_marked_offline_total=users_marked_offline)
 
 
 # --- Accounts in the change feed ------------------------------------------------------

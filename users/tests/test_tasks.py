@@ -13,7 +13,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from offchat_backend.celery import app
 from offchat_backend.tests.support import REPO, VENV_BIN, ProjectProcess, clean_env, session_database_url
 from users import tasks
-from users.models import OnlineStatus, PresenceSession, SessionEndReason, User
+from users.models import OnlineStatus, PresenceSession, PresenceSweep, SessionEndReason, User
+from users.selectors.health import system_health
 from users.services import auth, presence
 from users.tests.factories import UserFactory
 
@@ -27,17 +28,25 @@ FAST_SWEEP = {
 
 
 @pytest.mark.django_db
-def test_task_sweeps_and_logs_how_many_users_it_changed(caplog):
+def test_task_sweeps_records_the_run_and_logs_one_structured_line(caplog):
     stale = timezone.now() - timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT + 1)
     UserFactory.create_batch(2, online_status=OnlineStatus.ONLINE, last_seen=stale)
     UserFactory(online_status=OnlineStatus.ONLINE, last_seen=timezone.now())
 
-    with caplog.at_level("INFO", logger="users.tasks"):
+    with caplog.at_level("INFO", logger="users"):
         changed = tasks.check_and_mark_offline_users()
+        tasks.check_and_mark_offline_users()
 
     assert changed == 2
     assert User.objects.filter(online_status=OnlineStatus.ONLINE).count() == 1
-    assert "event=presence_sweep users_marked_offline=2" in caplog.text
+    sweep_lines = [record for record in caplog.records if getattr(record, "event", None) == "presence_sweep"]
+    assert len(sweep_lines) == 2  # one line per sweep
+    assert "event=presence_sweep users_marked_offline=2 sessions_ended=0 duration_ms=" in sweep_lines[0].message
+    assert sweep_lines[1].users_marked_offline == 0
+    # The last run and the running totals, for health and metrics.
+    sweep = PresenceSweep.objects.get()
+    assert (sweep.users_marked_offline, sweep.sweeps_total, sweep.users_marked_offline_total) == (0, 2, 2)
+    assert sweep.finished_at is not None and sweep.duration_seconds > 0
 
 
 def test_beat_runs_the_sweep_every_interval_and_drops_a_backlog():
@@ -115,6 +124,10 @@ def test_real_worker_with_beat_marks_a_stale_user_offline_on_postgres_and_redis(
 
     assert "redis://" in worker.output()
     assert User.objects.get(pk=active.pk).online_status == OnlineStatus.ONLINE
+    # What /api/health/ reads: the worker's sweeps are recorded where the web process sees them.
+    sweeper = system_health().checks["sweeper"]
+    assert sweeper.ok, sweeper.reason
+    assert PresenceSweep.objects.get().users_marked_offline_total == 1
     # The stale user's session was ended as idle, not revoked: their device may come back.
     ended = PresenceSession.objects.get(user=stale)
     assert (ended.end_reason, ended.revoked_at) == (SessionEndReason.IDLE, None)

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from users.models import OnlineStatus, PresenceSession, User
@@ -788,3 +788,103 @@ class TestETag:
     def test_the_directory_has_one_too_and_any_of_several_tags_matches(self, user_client):
         etag = user_client.get(ALL_USERS)["ETag"]
         assert user_client.get(ALL_USERS, HTTP_IF_NONE_MATCH=f'"stale", W/{etag}').status_code == 304
+
+
+# --- Health ---------------------------------------------------------------------------
+HEALTH = "/api/health/"
+
+
+def test_health_answers_200_without_authentication_when_all_is_well(api_client):
+    presence.mark_inactive_users_offline()
+    response = api_client.get(HEALTH, HTTP_AUTHORIZATION="Bearer not-a-token")  # a bad token changes nothing
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "cache", "broker", "sweeper"}
+    assert body["checks"]["sweeper"]["users_marked_offline"] == 0
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_health_answers_503_with_the_reason_when_the_sweeper_stalled(api_client):
+    presence.mark_inactive_users_offline()
+    with time_machine.travel(timezone.now() + timedelta(seconds=3 * settings.PRESENCE_SWEEP_INTERVAL + 1)):
+        response = api_client.get(HEALTH)
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert response.json()["reasons"][0].startswith("sweeper: the last sweep completed")
+
+
+def test_health_stays_200_but_degraded_when_the_cache_is_down(api_client, settings):
+    presence.mark_inactive_users_offline()
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    response = api_client.get(HEALTH)
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert response.json()["reasons"] == ["cache: unreachable (ConnectionError)"]
+
+
+def test_health_reveals_no_configuration(api_client, settings):
+    presence.mark_inactive_users_offline()
+    body = api_client.get(HEALTH).content.decode()
+    for secret in (settings.SECRET_KEY, settings.REDIS_URL or "redis://", str(settings.DATABASES["default"]["NAME"])):
+        assert secret not in body
+
+
+def test_health_is_not_throttled(api_client, monkeypatch):
+    monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", {"anon": "2/min"})
+    wrong = {"username": "nobody", "password": "wrong"}
+    assert [api_client.post(LOGIN, wrong, format="json").status_code for _ in range(3)] == [
+        401,
+        401,
+        429,
+    ]  # the anon limit...
+    assert {api_client.get(HEALTH).status_code for _ in range(5)} == {503}  # ...but not here (never swept)
+
+
+# --- Dashboard summary ----------------------------------------------------------------
+SUMMARY = "/api/users/admin/users/summary/"
+
+
+def test_summary_counts_active_users_per_computed_status(staff, staff_client):
+    away = UserFactory()
+    presence.start_session(user=away)
+    presence.set_manual_status(user=away, status="away")
+    presence.start_session(user=UserFactory(), at=timezone.now() - timedelta(hours=1))  # stale: offline
+    UserFactory(is_active=False)  # not counted
+
+    assert staff_client.get(SUMMARY).json() == {"online": 1, "away": 1, "offline": 1, "total": 3}
+
+
+def test_summary_is_for_staff_only(user_client, api_client):
+    assert user_client.get(SUMMARY).status_code == 403
+    assert api_client.get(SUMMARY).status_code == 401
+
+
+# --- Structured logs of login and logout --------------------------------------------------
+def events(caplog, name):
+    return [record for record in caplog.records if getattr(record, "event", None) == name]
+
+
+def test_login_and_logout_log_one_line_each_with_user_and_outcome(api_client, user, caplog):
+    with caplog.at_level("INFO", logger="users"):
+        tokens = api_client.post(LOGIN, {"username": user.username, "password": PASSWORD}, format="json").json()
+        client_with_token(tokens["access"]).post(LOGOUT, {"refresh": tokens["refresh"]}, format="json")
+
+    [login] = events(caplog, "login")
+    assert (login.outcome, login.user_id, str(login.session_id)) == ("success", user.pk, tokens["session_id"])
+    [logout] = events(caplog, "logout")
+    assert (logout.outcome, logout.user_id, logout.status_after) == ("success", user.pk, "offline")
+
+
+def test_failed_logins_and_logouts_are_logged_without_the_password(api_client, user, user_client, caplog):
+    with caplog.at_level("INFO", logger="users"):
+        api_client.post(LOGIN, {"username": user.username, "password": "hunter2-wrong"}, format="json")
+        user_client.post(LOGOUT, {"refresh": "not-a-token"}, format="json")
+
+    [login] = events(caplog, "login")
+    assert (login.levelname, login.outcome, login.username) == ("WARNING", "failure", user.username)
+    assert "hunter2" not in caplog.text
+    [logout] = events(caplog, "logout")
+    assert (logout.outcome, logout.user_id, logout.reason) == ("failure", user.pk, "TokenError")

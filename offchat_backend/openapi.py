@@ -1,0 +1,120 @@
+"""The OpenAPI schema (drf-spectacular): every operation lists the errors it can answer.
+
+DRF cannot say which errors a view raises, but our views follow fixed rules, so the schema
+derives them: 400 for a body or query to validate, 401 where a token is needed, 403 behind
+a staff-only permission, 404 for a path with an id, 429 wherever a throttle applies. Views
+add what the rules cannot see with `extend_schema(responses=...)`.
+"""
+
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny, IsAuthenticated
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField(required=False)
+
+
+VALIDATION_ERROR = OpenApiResponse(
+    {
+        "type": "object",
+        "description": "Each invalid field (or `non_field_errors`) with its messages.",
+        "additionalProperties": {"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]},
+        "example": {"status": ['"busy" is not a valid status. Allowed values: online, away.']},
+    },
+    description="Invalid input.",
+)
+ERROR_DESCRIPTIONS = {
+    "401": "No token, or an invalid, expired or revoked one.",
+    "403": "Signed in, but not allowed (staff only).",
+    "404": "No such object, or not yours.",
+    "429": "Too many requests; `Retry-After` says when to try again.",
+}
+WRITE_METHODS = {"POST", "PUT", "PATCH"}
+SINCE_PARAMETER = OpenApiParameter(
+    "since",
+    str,
+    description=(
+        "A `cursor` from an earlier answer: answer only the users changed since, and the ids that left "
+        "this list, as `{results, removed, cursor}`. 400 with `code: resync_required` when too old."
+    ),
+)
+
+
+class SessionJWTScheme(SimpleJWTScheme):
+    """Our JWT authentication is simplejwt's, plus the session check: the same Bearer scheme."""
+
+    target_class = "users.authentication.SessionJWTAuthentication"
+
+
+def error(code: str, description: str | None = None) -> OpenApiResponse:
+    """An error response for `extend_schema(responses=...)`, in the shape every error has."""
+    return OpenApiResponse(ErrorSerializer, description=description or ERROR_DESCRIPTIONS[code])
+
+
+class AutoSchema(SpectacularAutoSchema):
+    def get_override_parameters(self):
+        parameters = super().get_override_parameters()
+        if self._is_presence_list():
+            parameters.append(SINCE_PARAMETER)
+        return parameters
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        if self._is_presence_list():
+            responses = {**responses, **self._presence_list_responses(responses["200"])}
+        for code, response in self._error_responses().items():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(response, code, direction=direction)
+        return dict(sorted(responses.items()))
+
+    def _error_responses(self) -> dict[str, OpenApiResponse]:
+        permissions = self.view.get_permissions()
+        errors = {}
+        if self.method in WRITE_METHODS or self._is_list_view() or self._is_presence_list():
+            errors["400"] = VALIDATION_ERROR
+        if not all(isinstance(permission, AllowAny) for permission in permissions):
+            errors["401"] = error("401")
+        # A tuple, not AllowAny | IsAuthenticated: DRF overloads | to compose permissions.
+        plain = (AllowAny, IsAuthenticated)
+        if any(not isinstance(permission, plain) for permission in permissions):
+            errors["403"] = error("403")
+        if "{" in self.path:
+            errors["404"] = error("404")
+        if self.view.get_throttles():
+            errors["429"] = error("429")
+        return errors
+
+    def _is_presence_list(self) -> bool:
+        from users.views import PresenceListMixin
+
+        action = getattr(self.view, "action", "list")  # plain generic views have no action
+        return isinstance(self.view, PresenceListMixin) and action in PresenceListMixin.feed_actions
+
+    def _presence_list_responses(self, page_response) -> dict:
+        """A full page carries `cursor` and an ETag; `?since=` answers a change feed instead."""
+        row = self.resolve_serializer(self.get_response_serializers(), "response").ref
+        page = page_response["content"]["application/json"]["schema"]
+        feed = {
+            "type": "object",
+            "required": ["results", "removed", "cursor"],
+            "properties": {
+                "results": {"type": "array", "items": row},
+                "removed": {"type": "array", "items": {"type": "integer"}},
+                "cursor": {"type": "string"},
+            },
+        }
+        with_cursor = {"allOf": [page, {"type": "object", "properties": {"cursor": {"type": "string"}}}]}
+        return {
+            "200": {
+                **page_response,
+                "description": "A page (with an `ETag` header), or with `?since=` the changes since that cursor.",
+                "content": {"application/json": {"schema": {"oneOf": [with_cursor, feed]}}},
+            },
+            "304": {"description": "`If-None-Match` matched the page's ETag: nothing changed."},
+        }

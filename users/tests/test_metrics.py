@@ -1,0 +1,70 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from users.metrics import HEARTBEATS
+from users.services import presence
+from users.tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+METRICS = "/metrics"
+
+
+def scrape(client, **headers) -> dict:
+    response = client.get(METRICS, **headers)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def test_users_per_status_and_the_sweeps_come_from_the_database(client):
+    presence.start_session(user=UserFactory())
+    presence.start_session(user=UserFactory(), at=timezone.now() - timedelta(hours=1))
+    presence.mark_inactive_users_offline()
+    presence.mark_inactive_users_offline()
+
+    samples = scrape(client)
+
+    assert samples[("offchat_presence_users", (("status", "online"),))] == 1
+    assert samples[("offchat_presence_users", (("status", "away"),))] == 0
+    assert samples[("offchat_presence_users", (("status", "offline"),))] == 1
+    assert samples[("offchat_presence_sweeps_total", ())] == 2
+    assert samples[("offchat_presence_sweep_users_marked_offline_total", ())] == 1
+    assert samples[("offchat_presence_last_sweep_users_marked_offline", ())] == 0
+    assert samples[("offchat_presence_last_sweep_duration_seconds", ())] > 0
+    assert samples[("offchat_presence_last_sweep_timestamp_seconds", ())] == pytest.approx(
+        timezone.now().timestamp(), abs=60
+    )
+
+
+def test_heartbeats_are_counted_by_reported_status(user_client):
+    before = HEARTBEATS.labels(status="away")._value.get()
+    user_client.post("/api/users/heartbeat/", {"status": "away"}, format="json")
+    user_client.post("/api/users/heartbeat/", {"status": "away"}, format="json")
+    user_client.post("/api/users/heartbeat/", {"status": "bogus"}, format="json")  # 400: not counted
+
+    samples = scrape(user_client)
+    assert samples[("offchat_presence_heartbeats_total", (("status", "away"),))] == before + 2
+
+
+def test_logins_are_counted_by_outcome(api_client, user):
+    api_client.post("/api/users/login/", {"username": user.username, "password": "wrong"}, format="json")
+    samples = scrape(api_client)
+    assert samples[("offchat_logins_total", (("outcome", "failure"),))] >= 1
+
+
+def test_a_configured_token_is_required(client, settings):
+    settings.METRICS_TOKEN = "scrape-secret"
+    assert client.get(METRICS).status_code == 401
+    assert client.get(METRICS, HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert ("offchat_presence_sweeps_total", ()) in scrape(client, HTTP_AUTHORIZATION="Bearer scrape-secret")
+
+
+def test_only_get_is_allowed(client):
+    assert client.post(METRICS).status_code == 405
