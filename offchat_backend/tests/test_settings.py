@@ -102,29 +102,6 @@ def test_redis_url_selects_redis_for_cache_and_broker(tmp_path):
     assert config["CACHE"] == "django.core.cache.backends.redis.RedisCache"
 
 
-def test_cors_origins_and_log_format_come_from_the_environment(tmp_path):
-    config = loaded(
-        "production",
-        tmp_path,
-        **PRODUCTION_ENV,
-        CORS_ALLOWED_ORIGINS="https://chat.example.com,https://admin.example.com",
-        LOG_FORMAT="plain",
-    )
-    assert config["CORS_ALLOWED_ORIGINS"] == ["https://chat.example.com", "https://admin.example.com"]
-    assert config["LOG_FORMATTER"] == "plain"
-
-
-def test_development_allows_the_frontend_dev_server_and_local_demo_logins(tmp_path):
-    config = loaded("development", tmp_path)
-    assert config["CORS_ALLOWED_ORIGINS"] == ["http://localhost:5173"]
-    assert config["LOG_FORMATTER"] == "plain"
-    assert config["WHITENOISE"] is False  # runserver serves the files in development
-    # simulate_presence logs many demo users in from 127.0.0.1.
-    assert config["LOGIN_RATE"] == "6000/min"
-    assert config["CACHE_LOCATION"] == "redis://cache.example:6379/3"
-    assert config["BROKER"] == "redis://cache.example:6379/3"
-
-
 def test_presence_intervals_come_from_the_environment(tmp_path):
     config = loaded(
         "development",

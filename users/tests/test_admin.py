@@ -1,7 +1,11 @@
-import pytest
+from datetime import timedelta
 
-from users.models import OnlineStatus, User
-from users.services import presence
+import pytest
+from django.utils import timezone
+
+from users.models import OnlineStatus, PresenceSession, User
+from users.services import auth, presence
+from users.tests.conftest import client_with_token
 from users.tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -13,12 +17,67 @@ def admin_client(client):
     return client
 
 
-def test_changelist_shows_presence_and_filters_by_status(admin_client):
-    online = UserFactory(username="present-person", online_status=OnlineStatus.ONLINE)
+CHANGELIST = "/admin/users/user/"
+
+
+def test_changelist_filters_by_the_status_shown_now_not_the_stored_column(admin_client):
+    presence.start_session(user=UserFactory(username="present-person"))
+    # Stored online, but silent past the timeout: the API shows offline, so does the admin.
+    presence.start_session(user=UserFactory(username="stale-person"), at=timezone.now() - timedelta(hours=1))
     UserFactory(username="absent-person")
-    page = admin_client.get("/admin/users/user/", {"online_status__exact": "online"}).content.decode()
-    assert online.username in page
-    assert "absent-person" not in page
+
+    online_page = admin_client.get(CHANGELIST, {"status": "online"}).content.decode()
+    assert "present-person" in online_page
+    assert "stale-person" not in online_page and "absent-person" not in online_page
+    offline_page = admin_client.get(CHANGELIST, {"status": "offline"}).content.decode()
+    assert "stale-person" in offline_page and "absent-person" in offline_page
+    assert "present-person" not in offline_page
+
+
+def test_changelist_shows_status_last_seen_and_live_sessions(admin_client):
+    user = UserFactory(username="two-devices")
+    presence.start_session(user=user)
+    presence.start_session(user=user)
+    response = admin_client.get(CHANGELIST, {"q": "two-devices", "o": "3"})  # search, order by status
+    assert response.status_code == 200
+    [row] = response.context["cl"].result_list
+    assert (row.shown_status, row.live_session_count) == ("online", 2)
+    assert "&#9679;</span> online" in response.content.decode()
+
+
+def test_action_marks_selected_users_offline(admin_client):
+    user = UserFactory()
+    presence.start_session(user=user)
+    response = admin_client.post(CHANGELIST, {"action": "mark_offline", "_selected_action": [user.pk]}, follow=True)
+    assert "Marked 1 user(s) offline." in response.content.decode()
+    user.refresh_from_db()
+    assert user.online_status == OnlineStatus.OFFLINE
+    assert not PresenceSession.objects.filter(user=user, ended_at__isnull=True).exists()
+
+
+def test_action_signs_selected_users_out_of_every_device(admin_client):
+    user, bystander = UserFactory(), UserFactory()
+    tokens = [auth.log_in(user=user), auth.log_in(user=user), auth.log_in(user=bystander)]
+    response = admin_client.post(
+        CHANGELIST, {"action": "sign_out_everywhere", "_selected_action": [user.pk]}, follow=True
+    )
+    assert "Ended 2 session(s)." in response.content.decode()
+    for issued in tokens[:2]:
+        assert client_with_token(issued.access).get("/api/users/me/").status_code == 401
+    assert client_with_token(tokens[2].access).get("/api/users/me/").status_code == 200
+
+
+def test_the_change_page_lists_sessions_read_only(admin_client):
+    user = UserFactory()
+    presence.start_session(user=user, user_agent="Firefox on a laptop")
+    page = admin_client.get(f"/admin/users/user/{user.pk}/change/").content.decode()
+    assert "Firefox on a laptop" in page
+    assert 'name="presence_sessions-0-user_agent"' not in page  # shown, not editable
+
+
+def test_non_staff_cannot_reach_the_admin(client):
+    client.force_login(UserFactory())
+    assert client.get(CHANGELIST).status_code == 302  # to the admin login page
 
 
 def test_presence_is_read_only_in_the_admin_form(admin_client):
@@ -38,6 +97,9 @@ def test_presence_is_read_only_in_the_admin_form(admin_client):
             "date_joined_0": "2026-01-01",
             "date_joined_1": "00:00:00",
             "online_status": "offline",  # not a form field: ignored
+            # The read-only sessions inline's management form: no session is edited.
+            "presence_sessions-TOTAL_FORMS": "0",
+            "presence_sessions-INITIAL_FORMS": "0",
             "last_seen_0": "2020-01-01",
             "last_seen_1": "00:00:00",
         },
