@@ -2,8 +2,11 @@
 is not, and fail instead of skipping when OFFCHAT_REQUIRE_SERVICES=1 (CI sets it)."""
 
 import os
+from pathlib import Path
 
 import pytest
+
+CHROMIUM = Path(os.environ.get("OFFCHAT_CHROMIUM", "/usr/bin/chromium"))
 
 REQUIRE_SERVICES = os.environ.get("OFFCHAT_REQUIRE_SERVICES") == "1"
 
@@ -17,6 +20,8 @@ def _missing_services(item):
         missing.append("PostgreSQL (set DATABASE_URL=postgres://user@host:5432/name)")
     if item.get_closest_marker("redis") and not settings.REDIS_URL:
         missing.append("Redis (set REDIS_URL=redis://host:6379/15)")
+    if item.get_closest_marker("chromium") and not CHROMIUM.exists():
+        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium, or set OFFCHAT_CHROMIUM)")
     return missing
 
 

@@ -1,0 +1,71 @@
+// The dashboard's REST client. It signs in like any frontend: a JWT pair kept in
+// sessionStorage (gone when the tab closes), refreshed once when the access token expires.
+"use strict";
+
+const OffChat = (() => {
+  const store = window.sessionStorage;
+  const LOGIN_PAGE = "/dashboard/login/";
+
+  const tokens = () => ({ access: store.getItem("offchat.access"), refresh: store.getItem("offchat.refresh") });
+
+  function save({ access, refresh, user }) {
+    store.setItem("offchat.access", access);
+    if (refresh) store.setItem("offchat.refresh", refresh);
+    if (user) store.setItem("offchat.user", JSON.stringify(user));
+  }
+
+  function clear() {
+    ["offchat.access", "offchat.refresh", "offchat.user"].forEach((key) => store.removeItem(key));
+  }
+
+  const currentUser = () => JSON.parse(store.getItem("offchat.user") || "null");
+
+  async function post(path, body, headers = {}) {
+    return fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...headers },
+      body: JSON.stringify(body),
+    });
+  }
+
+  async function refreshTokens() {
+    const { refresh } = tokens();
+    if (!refresh) return false;
+    const response = await post("/api/users/token/refresh/", { refresh });
+    if (!response.ok) return false;
+    save(await response.json());
+    return true;
+  }
+
+  // A GET with the access token; `If-None-Match` and friends go in `headers`. The browser's
+  // cache is bypassed so that a 304 reaches us instead of being answered from the cache.
+  async function get(path, headers = {}) {
+    const send = () =>
+      fetch(path, { headers: { ...headers, Authorization: `Bearer ${tokens().access}` }, cache: "no-store" });
+    let response = await send();
+    if (response.status === 401 && (await refreshTokens())) response = await send();
+    if (response.status === 401) {
+      clear();
+      window.location.assign(LOGIN_PAGE);
+      throw new Error("signed out");
+    }
+    return response;
+  }
+
+  async function login(username, password) {
+    const response = await post("/api/users/login/", { username, password });
+    const body = await response.json().catch(() => ({}));
+    if (response.ok) save(body);
+    return { ok: response.ok, status: response.status, body };
+  }
+
+  async function logout() {
+    const { access, refresh } = tokens();
+    if (access && refresh) {
+      await post("/api/users/logout/", { refresh }, { Authorization: `Bearer ${access}` }).catch(() => null);
+    }
+    clear();
+  }
+
+  return { get, login, logout, currentUser, signedIn: () => Boolean(tokens().access), LOGIN_PAGE };
+})();
