@@ -1,0 +1,47 @@
+import pytest
+from django.core.management import CommandError, call_command
+from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
+
+from users.models import PresenceSession, ReportedStatus, SessionEndReason, User
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def development_login_rates(monkeypatch):
+    """As in development settings: every demo login comes from 127.0.0.1."""
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "login", "6000/min")
+    monkeypatch.setitem(AnonRateThrottle.THROTTLE_RATES, "anon", "6000/min")
+
+
+def test_demo_users_log_in_heartbeat_go_idle_and_log_out_through_the_http_api(live_server, settings, capsys):
+    settings.DEBUG = True
+    call_command("simulate_presence", users=10, duration=6, interval=0.5, url=live_server.url, seed=7, prefix="sim")
+
+    out = capsys.readouterr().out
+    assert "Done: 5 online, 2 away, 2 logged out, 1 silent" in out
+    assert "0 errors." in out
+    demo = User.objects.filter(username__startswith="sim-")
+    assert demo.count() == 10
+    # Every demo user logged in through the API: one session each, with the client's user agent.
+    sessions = PresenceSession.objects.filter(user__in=demo)
+    assert sessions.count() == 10
+    assert all(session.user_agent.startswith("python-requests/") for session in sessions)
+    logged_out = sessions.filter(end_reason=SessionEndReason.LOGOUT, revoked_at__isnull=False)
+    assert sorted(logged_out.values_list("user__username", flat=True)) == ["sim-003", "sim-009"]
+    away = sessions.filter(ended_at__isnull=True, reported_status=ReportedStatus.AWAY)
+    assert sorted(away.values_list("user__username", flat=True)) == ["sim-002", "sim-007"]
+
+
+def test_a_second_run_reuses_the_demo_accounts(live_server, settings):
+    settings.DEBUG = True
+    for _ in range(2):
+        call_command("simulate_presence", users=2, duration=1, url=live_server.url, prefix="again")
+    assert User.objects.filter(username__startswith="again-").count() == 2
+
+
+def test_refuses_to_run_without_debug(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="DEBUG off"):
+        call_command("simulate_presence", users=1, duration=1)
+    assert not User.objects.exists()
