@@ -84,7 +84,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `collectstatic` gathers the files that gunicorn serves in production (whitenoise).
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -273,6 +274,11 @@ SPECTACULAR_SETTINGS = {
 # --- Operations -----------------------------------------------------------------
 # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>` when it is set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# With several gunicorn workers, each counts in its own process; prometheus-client sums them
+# through files in this folder (it reads the variable itself; here it is only created).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 # The dashboard polls the API this often (seconds).
 DASHBOARD_POLL_INTERVAL = env.int("DASHBOARD_POLL_INTERVAL", default=10)
 

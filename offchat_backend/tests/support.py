@@ -35,6 +35,7 @@ CONFIG_VARIABLES = frozenset(
         "LOG_LEVEL",
         "PROMETHEUS_MULTIPROC_DIR",
         "DASHBOARD_POLL_INTERVAL",
+        "STATIC_ROOT",
     }
 )
 

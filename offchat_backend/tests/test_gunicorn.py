@@ -1,7 +1,10 @@
 """The README's production command, run for real against PostgreSQL and Redis."""
 
 import json
+import re
 import secrets
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -9,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from offchat_backend.tests.support import VENV_BIN, ProjectProcess, clean_env, free_port, session_database_url
+from offchat_backend.tests.support import REPO, VENV_BIN, ProjectProcess, clean_env, free_port, session_database_url
 from users.models import OnlineStatus, User
 from users.tests.factories import PASSWORD, UserFactory
 
@@ -38,6 +41,12 @@ def gunicorn(tmp_path):
         DATABASE_URL=session_database_url(),
         REDIS_URL=settings.REDIS_URL,
         LOCAL_STATE_DIR=str(tmp_path),
+        STATIC_ROOT=str(tmp_path / "static"),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+    )
+    # As the Docker image does at build time.
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input"], cwd=REPO, env=env, check=True, capture_output=True
     )
     server = ProjectProcess(
         [str(VENV_BIN / "gunicorn"), "offchat_backend.wsgi:application", f"--bind=127.0.0.1:{port}", "--workers=2"],
@@ -45,7 +54,7 @@ def gunicorn(tmp_path):
         log_path=tmp_path / "gunicorn.log",
     )
     server.wait_for(lambda: answers_http(port), timeout=30)
-    yield port
+    yield port, server
     server.stop()
 
 
@@ -63,6 +72,7 @@ def answers_http(port):
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_gunicorn_with_production_settings_logs_in_heartbeats_and_logs_out(gunicorn):
+    gunicorn, server = gunicorn
     # Production verifies with PBKDF2; the test settings hash with MD5 for speed.
     hasher = PBKDF2PasswordHasher()
     user = UserFactory()
@@ -81,3 +91,43 @@ def test_gunicorn_with_production_settings_logs_in_heartbeats_and_logs_out(gunic
 
     status, error = call(gunicorn, "/api/users/login/", {"username": user.username, "password": "wrong"})
     assert status == 401 and "detail" in error
+
+    # Production logs are JSON lines with the event's fields.
+    events = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    assert {(event["event"], event["outcome"]) for event in events if "outcome" in event} >= {
+        ("login", "success"),
+        ("logout", "success"),
+        ("login", "failure"),
+    }
+    # Heartbeats counted across both workers (PROMETHEUS_MULTIPROC_DIR).
+    metrics = fetch(gunicorn, "/metrics")[1].decode()
+    assert 'offchat_presence_heartbeats_total{status="online"} 1.0' in metrics
+
+
+def fetch(port, path):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"X-Forwarded-Proto": "https", "Host": "presence.example.com"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read(), response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), error.headers
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_serves_the_dashboard_files_and_health(gunicorn):
+    gunicorn, _ = gunicorn
+    status, page, _ = fetch(gunicorn, "/dashboard/")
+    assert status == 200
+    # Hashed names (ManifestStaticFilesStorage), served by whitenoise with a far-future cache.
+    [script] = re.findall(r'src="(/static/dashboard/presence\.[0-9a-f]{12}\.js)"', page.decode())
+    status, body, headers = fetch(gunicorn, script)
+    assert status == 200 and b"followFeed" in body
+    assert "immutable" in headers["Cache-Control"]
+
+    status, health, _ = fetch(gunicorn, "/api/health/")
+    assert status == 503  # no worker runs in this test: no sweep ever completed
+    assert json.loads(health)["checks"]["database"] == {"ok": True, "vendor": "postgresql"}
