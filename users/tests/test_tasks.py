@@ -78,7 +78,7 @@ def test_beat_flushes_expired_tokens_daily():
 
 
 def worker_env(**config):
-    return clean_env(**FAST_SWEEP, **config)
+    return clean_env(**{**FAST_SWEEP, **config})
 
 
 @pytest.fixture
@@ -134,8 +134,11 @@ def test_real_worker_with_beat_marks_a_stale_user_offline_on_postgres_and_redis(
 
 
 def test_real_worker_with_beat_runs_on_the_embedded_defaults_with_no_environment(start_worker, tmp_path):
-    """A newcomer's `celery -A offchat_backend worker --beat -l info`: SQLite and a folder broker."""
-    env = worker_env(LOCAL_STATE_DIR=str(tmp_path))
+    """A newcomer's `celery -A offchat_backend worker --beat -l info`: SQLite and a folder broker.
+
+    The sweep interval is an hour here: the sweep that makes the user offline is the one beat
+    sends as it starts."""
+    env = worker_env(LOCAL_STATE_DIR=str(tmp_path), PRESENCE_SWEEP_INTERVAL="3600", PRESENCE_INACTIVITY_TIMEOUT="7200")
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--no-input"], cwd=REPO, env=env, check=True, capture_output=True)
     create_stale_user = (

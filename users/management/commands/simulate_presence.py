@@ -20,6 +20,7 @@ from users.models import User
 # log out, and some vanish without a word (a closed laptop: the sweeper marks them offline).
 BEHAVIOURS = ["steady", "idle", "leaver", "steady", "vanisher", "steady", "idle", "steady", "leaver", "steady"]
 DEMO_PASSWORD = "demo-password"
+PROGRESS_FORMAT = "{desc}: {bar} {n_fmt}/{total_fmt} s{postfix}"
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Command(BaseCommand):
         with (
             requests.Session() as self.http,
             ThreadPoolExecutor(max_workers=self.concurrency) as pool,
-            tqdm(total=round(duration), unit="s", desc="simulating") as progress,
+            tqdm(total=round(duration), desc="simulating", bar_format=PROGRESS_FORMAT) as progress,
         ):
             self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=self.concurrency))
             self.http.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=self.concurrency))
