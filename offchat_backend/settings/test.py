@@ -11,3 +11,9 @@ DEBUG = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 # Hashing with PBKDF2 dominates a login; tests log in a lot.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not SQLite's shared in-memory database: the live server's threads (the dashboard's
+    # and simulate_presence's tests) then have connections of their own and wait on SQLite's
+    # locks, instead of sharing one connection, which fails under concurrent requests.
+    DATABASES["default"]["TEST"] = {"NAME": str(LOCAL_STATE_DIR / "test-db.sqlite3")}  # noqa: F405
