@@ -106,15 +106,17 @@ class PresenceSerializer(ComputedStatusMixin, serializers.ModelSerializer):
         return self.get_online_status(user) == OnlineStatus.ONLINE
 
 
-class HeartbeatResponseSerializer(PresenceSerializer):
-    heartbeat_interval = serializers.SerializerMethodField(help_text="Seconds until the next heartbeat is due.")
+class HeartbeatIntervalMixin(serializers.Serializer):
+    heartbeat_interval = serializers.SerializerMethodField(help_text="Seconds between heartbeats.")
 
+    def get_heartbeat_interval(self, instance) -> int:
+        return settings.PRESENCE_HEARTBEAT_INTERVAL
+
+
+class HeartbeatResponseSerializer(HeartbeatIntervalMixin, PresenceSerializer):
     class Meta(PresenceSerializer.Meta):
         fields = [*PresenceSerializer.Meta.fields, "heartbeat_interval"]
         read_only_fields = fields
-
-    def get_heartbeat_interval(self, user) -> int:
-        return settings.PRESENCE_HEARTBEAT_INTERVAL
 
 
 class AccountSerializer(ComputedStatusMixin, serializers.ModelSerializer):
@@ -183,15 +185,11 @@ class LoginSerializer(jwt_serializers.TokenObtainSerializer):
     accounts alike); tokens are issued by the login service."""
 
 
-class LoginResponseSerializer(serializers.Serializer):
+class LoginResponseSerializer(HeartbeatIntervalMixin, serializers.Serializer):
     access = serializers.CharField(help_text="Send as `Authorization: Bearer <access>`.")
     refresh = serializers.CharField(help_text="Single use: /token/refresh/ returns a new pair.")
     session_id = serializers.UUIDField(source="session.pk", help_text="This device's presence session.")
     user = AccountSerializer(source="session.user")
-    heartbeat_interval = serializers.SerializerMethodField(help_text="Seconds between heartbeats.")
-
-    def get_heartbeat_interval(self, tokens) -> int:
-        return settings.PRESENCE_HEARTBEAT_INTERVAL
 
 
 class LogoutSerializer(serializers.Serializer):

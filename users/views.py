@@ -281,8 +281,8 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
     def online(self, request):
         return self.list(request)
 
-    @extend_schema(responses=serializers.PresenceSummarySerializer, filters=False)
-    @action(detail=False, pagination_class=None, filter_backends=[])
+    @extend_schema(responses=serializers.PresenceSummarySerializer)
+    @action(detail=False)
     def summary(self, request):
         """Active users per status, for the dashboard's counters."""
         counts = presence_selectors.status_counts(now=self.presence_now)
