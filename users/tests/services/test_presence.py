@@ -485,3 +485,59 @@ def test_sweep_update_can_read_only_the_present_part_of_the_table():
 def test_the_admin_online_filter_can_use_the_same_index():
     plan = planned_without_seqscan(*online_users_for_admin().query.sql_with_params())
     assert "users_present_status_idx" in plan, plan
+
+
+def statements_of(callable_):
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        callable_()
+    return statements
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_activity_commits_without_waiting_for_the_disk_on_its_own_transaction_only(settings):
+    settings.PRESENCE_WRITE_GRANULARITY = 0
+    user = UserFactory()
+    session = presence.start_session(user=user)
+    relaxed = "SET LOCAL synchronous_commit TO OFF"
+
+    assert relaxed in statements_of(lambda: presence.record_activity(user=user, session=session, active=True))
+
+    def inside_a_callers_transaction():
+        with transaction.atomic():
+            presence.record_activity(user=user, session=session, active=True)
+
+    assert relaxed not in statements_of(inside_a_callers_transaction)
+    with connection.cursor() as cursor:  # SET LOCAL ended with its transaction
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_sweep_writes_each_stale_user_once():
+    stale = [UserFactory() for _ in range(3)]
+    for user in stale:
+        presence.start_session(user=user, at=NOW - timedelta(hours=1))
+    updates = [
+        sql
+        for sql in statements_of(lambda: presence.mark_inactive_users_offline(now=NOW))
+        if sql.startswith('UPDATE "users"')
+    ]
+    assert len(updates) == 1, updates
+    assert all(User.objects.get(pk=user.pk).presence_update_id for user in stale)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_heartbeat_tables_leave_room_for_hot_updates():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname, reloptions FROM pg_class WHERE relname IN ('users', 'presence_sessions')")
+        options = dict(cursor.fetchall())
+    assert options == {"users": ["fillfactor=85"], "presence_sessions": ["fillfactor=85"]}
