@@ -13,7 +13,7 @@ ensure_venv() {
         echo "Creating .venv with $("$python" --version)"
         "$python" -m venv .venv
     fi
-    local stamp=".venv/.installed-$(basename "$requirements")"
+    local stamp=".venv/.installed-${requirements//\//-}"
     local digest
     digest=$(cat requirements.txt "$requirements" | "$python" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
     if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then

@@ -25,4 +25,14 @@ def check_presence_settings(app_configs, **kwargs):
                 id="users.W001",
             )
         )
+    request_granularity = settings.PRESENCE_WRITE_GRANULARITY + heartbeat
+    if settings.PRESENCE_WRITE_GRANULARITY and request_granularity >= timeout > heartbeat:
+        problems.append(
+            Warning(
+                f"PRESENCE_WRITE_GRANULARITY + PRESENCE_HEARTBEAT_INTERVAL ({request_granularity}s) is not below "
+                f"PRESENCE_INACTIVITY_TIMEOUT ({timeout}s): a client that makes requests but no heartbeats "
+                "would be marked offline between two writes.",
+                id="users.W002",
+            )
+        )
     return problems

@@ -22,3 +22,9 @@ def test_non_positive_intervals_are_an_error(settings):
 def test_a_write_granularity_not_below_the_heartbeat_is_a_warning(settings):
     settings.PRESENCE_WRITE_GRANULARITY = settings.PRESENCE_HEARTBEAT_INTERVAL
     assert ids(check_presence_settings(None)) == ["users.W001"]
+
+
+def test_requests_that_would_write_too_rarely_for_the_timeout_are_a_warning(settings):
+    settings.PRESENCE_HEARTBEAT_INTERVAL, settings.PRESENCE_WRITE_GRANULARITY = 30, 25
+    settings.PRESENCE_INACTIVITY_TIMEOUT = 50  # a request-only client writes every 55 s
+    assert ids(check_presence_settings(None)) == ["users.W002"]

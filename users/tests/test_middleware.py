@@ -67,19 +67,36 @@ def test_anonymous_and_badly_authenticated_requests_write_nothing(api_client):
     assert user.online_status == OnlineStatus.OFFLINE
 
 
-def test_a_burst_of_requests_within_the_write_granularity_rewrites_the_row_once(settings):
+def test_requests_between_heartbeats_write_nothing_and_heartbeats_write_at_the_granularity(settings):
+    """A client that heartbeats every 30 s and calls the API every second: 2 writes a minute."""
     settings.PRESENCE_WRITE_GRANULARITY = 25
+    settings.PRESENCE_HEARTBEAT_INTERVAL = 30
     user = UserFactory()
     with time_machine.travel(NOW, tick=False) as clock:
         client = client_for(user)
-        client.get(ALL_USERS)
-        for _ in range(4):
-            clock.shift(6)  # 24 s of requests, all inside the 25 s granularity
+        with CaptureQueriesContext(connection) as queries:
+            for second in range(1, 61):
+                clock.shift(1)
+                if second % 30 == 0:
+                    client.post("/api/users/heartbeat/", format="json")
+                client.get(ALL_USERS)
+    assert len(presence_updates(queries)) == 2  # one users-row write per heartbeat, none for the 60 GETs
+    assert User.objects.get(pk=user.pk).last_seen == NOW + timedelta(seconds=60)
+
+
+def test_requests_alone_keep_a_client_online_with_a_write_every_granularity_plus_interval(settings):
+    settings.PRESENCE_WRITE_GRANULARITY = 25
+    settings.PRESENCE_HEARTBEAT_INTERVAL = 30
+    user = UserFactory()
+    with time_machine.travel(NOW, tick=False) as clock:
+        client = client_for(user)
+        for _ in range(9):
+            clock.shift(6)  # 54 s of requests: within 25 + 30 s, nothing written
             client.get(ALL_USERS)
         assert User.objects.get(pk=user.pk).last_seen == NOW
         clock.shift(1)
         client.get(ALL_USERS)
-    assert User.objects.get(pk=user.pk).last_seen == NOW + timedelta(seconds=25)
+    assert User.objects.get(pk=user.pk).last_seen == NOW + timedelta(seconds=55)
 
 
 def test_django_admin_pages_are_no_chat_client_and_count_for_nothing(client):

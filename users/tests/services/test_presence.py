@@ -98,14 +98,28 @@ class TestRecordActivity:
         assert len(queries) == 0
         assert stored(session.user) == (OnlineStatus.ONLINE, NOW)
 
-    def test_activity_after_the_write_granularity_moves_last_seen_without_a_feed_id(self, settings):
+    def test_a_heartbeat_after_the_write_granularity_moves_last_seen_without_a_feed_id(self, settings):
         settings.PRESENCE_WRITE_GRANULARITY = 25
         session = sign_in(UserFactory())
         before = feed_id(session.user)
-        assert touch(session, at=NOW + timedelta(seconds=25))
+        assert touch(session, at=NOW + timedelta(seconds=25), reported_status=ReportedStatus.ONLINE)
         assert stored(session.user) == (OnlineStatus.ONLINE, NOW + timedelta(seconds=25))
         assert reload(session).last_seen == NOW + timedelta(seconds=25)
         assert feed_id(session.user) == before  # a plain heartbeat is no change to pollers
+
+    def test_other_requests_wait_a_heartbeat_interval_longer_before_writing(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 25
+        settings.PRESENCE_HEARTBEAT_INTERVAL = 30
+        session = sign_in(UserFactory())
+        assert not touch(session, at=NOW + timedelta(seconds=54))  # the heartbeats do the writing
+        assert touch(session, at=NOW + timedelta(seconds=55))  # none came: the request writes
+        assert stored(session.user) == (OnlineStatus.ONLINE, NOW + timedelta(seconds=55))
+
+    def test_a_granularity_of_zero_writes_every_request(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        session = sign_in(UserFactory())
+        assert touch(session, at=NOW + timedelta(seconds=1))
+        assert touch(session, at=NOW + timedelta(seconds=2))
 
     def test_an_idle_ended_session_is_revived_by_its_next_request(self):
         user = UserFactory()
