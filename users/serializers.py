@@ -83,24 +83,21 @@ class ComputedStatusMixin(serializers.Serializer):
         return effective_status(user=user, now=_presence_now(self.context))
 
 
-class PresenceSerializer(ComputedStatusMixin, serializers.ModelSerializer):
-    """One user's presence in full, for that user and for staff."""
+class PresenceSerializer(ComputedStatusMixin, serializers.Serializer):
+    """One user's presence in full, for that user and for staff.
 
+    A plain Serializer, not a ModelSerializer: every heartbeat answers with it, and building a
+    ModelSerializer's fields from the model on each request cost more than the rest of the
+    heartbeat's view (measured in bench/REPORT.md).
+    """
+
+    id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(read_only=True)
+    last_seen = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_active = serializers.DateTimeField(read_only=True, allow_null=True)
+    manual_status = serializers.ChoiceField(choices=ReportedStatus.choices, read_only=True, allow_null=True)
+    share_presence = serializers.BooleanField(read_only=True)
     is_online = serializers.SerializerMethodField()
-
-    class Meta:
-        model = User
-        fields = [
-            "id",
-            "username",
-            "online_status",
-            "last_seen",
-            "last_active",
-            "manual_status",
-            "share_presence",
-            "is_online",
-        ]
-        read_only_fields = fields
 
     def get_is_online(self, user) -> bool:
         return self.get_online_status(user) == OnlineStatus.ONLINE
@@ -113,10 +110,28 @@ class HeartbeatIntervalMixin(serializers.Serializer):
         return settings.PRESENCE_HEARTBEAT_INTERVAL
 
 
-class HeartbeatResponseSerializer(HeartbeatIntervalMixin, PresenceSerializer):
-    class Meta(PresenceSerializer.Meta):
-        fields = [*PresenceSerializer.Meta.fields, "heartbeat_interval"]
-        read_only_fields = fields
+class HeartbeatResponseSerializer(PresenceSerializer, HeartbeatIntervalMixin):
+    """What a heartbeat answers. The view builds it with heartbeat_answer() instead: DRF
+    deep-copies a serializer's fields for every instance, and on the busiest endpoint that
+    copy cost a tenth of the request (bench/REPORT.md). A test keeps the two identical."""
+
+
+_DATETIME = serializers.DateTimeField()
+
+
+def heartbeat_answer(user, *, now) -> dict:
+    status = effective_status(user=user, now=now)
+    return {
+        "online_status": status,
+        "id": user.pk,
+        "username": user.username,
+        "last_seen": _DATETIME.to_representation(user.last_seen) if user.last_seen else None,
+        "last_active": _DATETIME.to_representation(user.last_active) if user.last_active else None,
+        "manual_status": user.manual_status,
+        "share_presence": user.share_presence,
+        "is_online": status == OnlineStatus.ONLINE,
+        "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
+    }
 
 
 class AccountSerializer(ComputedStatusMixin, serializers.ModelSerializer):

@@ -142,9 +142,7 @@ class HeartbeatView(PresenceClockMixin, generics.GenericAPIView):
         )
         presence_written_by_view(request)
         HEARTBEATS.labels(status=reported).inc()
-        return Response(
-            serializers.HeartbeatResponseSerializer(request.user, context=self.get_serializer_context()).data
-        )
+        return Response(serializers.heartbeat_answer(request.user, now=self.presence_now))
 
 
 class PresenceListMixin(PresenceClockMixin):

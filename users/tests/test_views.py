@@ -888,3 +888,21 @@ def test_failed_logins_and_logouts_are_logged_without_the_password(api_client, u
     assert "hunter2" not in caplog.text
     [logout] = events(caplog, "logout")
     assert (logout.outcome, logout.user_id, logout.reason) == ("failure", user.pk, "TokenError")
+
+
+@pytest.mark.parametrize("state", ["online", "away", "manual_away", "hidden", "never_active"])
+def test_the_heartbeat_answer_is_exactly_what_its_documented_serializer_says(state):
+    from users.serializers import HeartbeatResponseSerializer, heartbeat_answer
+
+    user = UserFactory(share_presence=state != "hidden")
+    session = presence.start_session(user=user, at=NOW)
+    if state == "away":
+        presence.record_activity(user=user, session=session, active=False, reported_status="away", at=NOW)
+    if state == "manual_away":
+        presence.set_manual_status(user=user, status="away")
+    if state == "never_active":
+        User.objects.filter(pk=user.pk).update(last_active=None)
+    user = User.objects.get(pk=user.pk)
+    now = NOW + timedelta(seconds=5)
+    documented = HeartbeatResponseSerializer(user, context={"presence_now": now}).data
+    assert heartbeat_answer(user, now=now) == documented
