@@ -49,8 +49,8 @@ FULL = {
     "online": 10_000,
     "stale": 1_000,
     "sweep_trials": 7,
-    "load_seconds": 15,
-    "load_rounds": 2,
+    "load_seconds": 12,
+    "load_rounds": 3,
     "token_users": 2_000,
     "payload_users": 10_000,
     "capacity_levels": [2_500, 5_000, 7_500, 10_000, 12_500, 15_000],
@@ -280,8 +280,18 @@ def gunicorn(*, workers, middleware=True, log_path):
         server.wait(timeout=30)
 
 
-def wrk(url, *, tokens, seconds, method="GET", body=None, connections=16):
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(BENCH / "wrk.lua"), url]
+def wrk(url, *, tokens, seconds, method="GET", body=None, connections=16, threads=2):
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "wrk.lua"),
+        url,
+    ]
     command += ["--", str(tokens), method] + ([body] if body else [])
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = json.loads(re.search(r"BENCH_RESULT (\{.*\})", output).group(1))
@@ -477,11 +487,13 @@ def admin_list(*, online, tokens_path, workers, seconds, log_path):
     staff_tokens.write_text(staff_token + "\n")
     with gunicorn(workers=workers, log_path=log_path) as url:
         runs = [
+            # Fewer connections than workers: the latency of a request, not of a queue.
             wrk(
                 f"{url}/api/users/admin/users/?online_status=online",
                 tokens=staff_tokens,
                 seconds=seconds,
-                connections=4,
+                connections=workers - 1,
+                threads=1,
             )
         ]
     staff_tokens.unlink()
@@ -492,13 +504,16 @@ def throughput(*, tokens_path, workers, seconds, rounds, log_path):
     """Rows 1 and 2: heartbeat vs a no-op with the same authentication, and an ordinary read
     with the presence middleware on vs off. Alternating rounds; medians."""
     before = table_stats()
-    heartbeat, noop = [], []
+    heartbeat, noop, stock_noop = [], [], []
     with gunicorn(workers=workers, log_path=log_path) as url:
         wrk(f"{url}/bench/noop/", tokens=tokens_path, seconds=1)  # warm up connections and caches
         for _ in range(rounds):
             noop.append(wrk(f"{url}/bench/noop/", tokens=tokens_path, seconds=seconds, method="POST", body="{}"))
             heartbeat.append(
                 wrk(f"{url}/api/users/heartbeat/", tokens=tokens_path, seconds=seconds, method="POST", body="{}")
+            )
+            stock_noop.append(
+                wrk(f"{url}/bench/noop-stock-jwt/", tokens=tokens_path, seconds=seconds, method="POST", body="{}")
             )
     after_heartbeats = table_stats()
     middleware = {True: [], False: []}
@@ -519,6 +534,8 @@ def throughput(*, tokens_path, workers, seconds, rounds, log_path):
         "heartbeat": heartbeat,
         "noop": noop,
         "heartbeat_vs_noop": median_of(heartbeat, "rps") / median_of(noop, "rps"),
+        "stock_jwt_noop": stock_noop,
+        "session_check_cost": median_of(noop, "rps") / median_of(stock_noop, "rps"),
         "middleware_on": middleware[True],
         "middleware_off": middleware[False],
         "middleware_on_vs_off": median_of(middleware[True], "rps") / median_of(middleware[False], "rps"),

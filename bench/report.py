@@ -122,7 +122,8 @@ def render(r, goals):
         *(f"- {key}: {value}" for key, value in r["machine"].items()),
         *(f"- {key}: {value}" for key, value in r["settings"].items()),
         f"- gunicorn: {r['scale']['gunicorn_workers']} sync workers; wrk: 2 threads, 16 connections "
-        f"(4 for row 5), {r['scale']['load_seconds']} s per run, {r['scale']['load_rounds']} alternating rounds",
+        f"(row 5: 1 thread, one connection fewer than workers), {r['scale']['load_seconds']} s per run, "
+        f"{r['scale']['load_rounds']} alternating rounds",
         "- load generator, database, Redis and gunicorn share the machine's cores",
         "",
         "## Details",
@@ -137,6 +138,12 @@ def render(r, goals):
         ),
         f"\n{t['requests_during_hot_window']:,} requests (heartbeats and no-ops) over "
         f"{r['scale']['token_users']:,} users caused these updates.",
+        "",
+        "### Authentication cost",
+        "",
+        f"A no-op behind our authentication (JWT plus the session check, one joined query) runs at "
+        f"{t['session_check_cost']:.2f} x the rate of the same no-op behind simplejwt's stock authentication "
+        f"(one user query): {med(t['noop'], 'rps'):.0f} vs {med(t['stock_jwt_noop'], 'rps'):.0f} req/s.",
         "",
         "### Sweep",
         "",
