@@ -603,7 +603,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tiny scale, to check that the benchmark runs")
     parser.add_argument("--output", type=Path, default=BENCH, help="where REPORT.md and results.json go")
+    parser.add_argument("--render", action="store_true", help="only rewrite REPORT.md from results.json")
     args = parser.parse_args()
+    if args.render:
+        results = json.loads((args.output / "results.json").read_text())
+        (args.output / "REPORT.md").write_text(report(results))
+        return
     scale = QUICK if args.quick else FULL
     args.output.mkdir(parents=True, exist_ok=True)
     log_path = args.output / "gunicorn.log"
@@ -645,6 +650,7 @@ def main():
         levels=scale["capacity_levels"], probe_seconds=scale["capacity_probe_seconds"],
         sustain_seconds=scale["capacity_sustain_seconds"], workers=scale["gunicorn_workers"], log_path=log_path,
     )  # fmt: skip
+    results["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (args.output / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (args.output / "REPORT.md").write_text(report(results))
     log(f"wrote {args.output / 'REPORT.md'}")
