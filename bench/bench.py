@@ -11,6 +11,7 @@ the database is dropped and recreated), Redis (BENCH_REDIS_URL, default db 14) a
 """
 
 import argparse
+import base64
 import csv
 import io
 import json
@@ -25,7 +26,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -482,6 +483,13 @@ def admin_list(*, online, tokens_path, workers, seconds, log_path):
     started = time.perf_counter()
     assert client.get("/api/users/admin/users/", {"page": deep}).status_code == 200
     deep_ms = (time.perf_counter() - started) * 1000
+    # The same depth with ?paging=keyset: a position (DRF's cursor format), no OFFSET, no COUNT.
+    last_username = User.objects.order_by("-username").values_list("username", flat=True)[49]
+    after = base64.b64encode(urlencode({"p": last_username}).encode()).decode()
+    started = time.perf_counter()
+    keyset = client.get("/api/users/admin/users/", {"paging": "keyset", "after": after})
+    keyset_deep_ms = (time.perf_counter() - started) * 1000
+    assert keyset.status_code == 200 and len(keyset.json()["results"]) == 49, keyset.content[:200]
 
     staff_tokens = BENCH / ".staff-token.txt"
     staff_tokens.write_text(staff_token + "\n")
@@ -497,7 +505,13 @@ def admin_list(*, online, tokens_path, workers, seconds, log_path):
             )
         ]
     staff_tokens.unlink()
-    return {"wrk": runs[0], "queries": queries, "deepest_page": deep, "deepest_page_ms": deep_ms}
+    return {
+        "wrk": runs[0],
+        "queries": queries,
+        "deepest_page": deep,
+        "deepest_page_ms": deep_ms,
+        "keyset_deepest_page_ms": keyset_deep_ms,
+    }
 
 
 def throughput(*, tokens_path, workers, seconds, rounds, log_path):

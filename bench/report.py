@@ -161,7 +161,10 @@ def render(r, goals):
         "### Admin list, queries per request (in process)",
         "",
         *(f"- {label}: {q['queries']} queries, {_ms(q['in_process_ms'])}" for label, q in admin["queries"].items()),
-        f"- deepest page ({admin['deepest_page']:,}, offset paging): {_ms(admin['deepest_page_ms'])}",
+        f"- deepest page ({admin['deepest_page']:,}, offset paging): {_ms(admin['deepest_page_ms'])}; "
+        f"the same depth with `?paging=keyset`: {_ms(admin['keyset_deepest_page_ms'])}"
+        if "keyset_deepest_page_ms" in admin
+        else f"- deepest page ({admin['deepest_page']:,}, offset paging): {_ms(admin['deepest_page_ms'])}",
         "",
         "### Writes per user-minute",
         "",

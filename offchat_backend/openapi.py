@@ -34,6 +34,16 @@ ERROR_DESCRIPTIONS = {
     "429": "Too many requests; `Retry-After` says when to try again.",
 }
 WRITE_METHODS = {"POST", "PUT", "PATCH"}
+KEYSET_PARAMETERS = [
+    OpenApiParameter(
+        "paging",
+        str,
+        enum=["keyset"],
+        description="`keyset`: pages without a count that continue from `next` (fast at any depth); "
+        "order by username or id only.",
+    ),
+    OpenApiParameter("after", str, description="Where a keyset page starts: take it from `next`."),
+]
 SINCE_PARAMETER = OpenApiParameter(
     "since",
     str,
@@ -59,7 +69,7 @@ class AutoSchema(SpectacularAutoSchema):
     def get_override_parameters(self):
         parameters = super().get_override_parameters()
         if self._is_presence_list():
-            parameters.append(SINCE_PARAMETER)
+            parameters += [SINCE_PARAMETER, *KEYSET_PARAMETERS]
         return parameters
 
     def _get_response_bodies(self, direction="response"):
@@ -110,11 +120,22 @@ class AutoSchema(SpectacularAutoSchema):
             },
         }
         with_cursor = {"allOf": [page, {"type": "object", "properties": {"cursor": {"type": "string"}}}]}
+        keyset_page = {
+            "type": "object",
+            "required": ["results", "cursor"],
+            "properties": {
+                "next": {"type": "string", "format": "uri", "nullable": True},
+                "previous": {"type": "string", "format": "uri", "nullable": True},
+                "results": {"type": "array", "items": row},
+                "cursor": {"type": "string"},
+            },
+        }
         return {
             "200": {
                 **page_response,
-                "description": "A page (with an `ETag` header), or with `?since=` the changes since that cursor.",
-                "content": {"application/json": {"schema": {"oneOf": [with_cursor, feed]}}},
+                "description": "A page (with an `ETag` header); with `?paging=keyset` a page without a count; "
+                "with `?since=` the changes since that cursor.",
+                "content": {"application/json": {"schema": {"oneOf": [with_cursor, keyset_page, feed]}}},
             },
             "304": {"description": "`If-None-Match` matched the page's ETag: nothing changed."},
         }

@@ -27,6 +27,7 @@ from users.filters import AdminUserFilter, NullsLastOrderingFilter
 from users.metrics import HEARTBEATS, LOGINS
 from users.middleware import presence_written_by_view
 from users.models import PresenceSession, ReportedStatus
+from users.pagination import UserKeysetPagination
 from users.selectors import accounts
 from users.selectors import presence as presence_selectors
 from users.selectors.health import UNAVAILABLE, system_health
@@ -155,6 +156,17 @@ class PresenceListMixin(PresenceClockMixin):
 
     # The actions that answer through list() (for the OpenAPI schema).
     feed_actions = frozenset({"list", "online"})
+
+    @property
+    def paginator(self):
+        """Page numbers by default; `?paging=keyset` for deep pages of large lists."""
+        if not hasattr(self, "_paginator"):
+            keyset = self.request.query_params.get("paging") == "keyset"
+            if keyset and getattr(self, "action", "list") in self.feed_actions:
+                self._paginator = UserKeysetPagination()
+            else:
+                self._paginator = self.pagination_class()
+        return self._paginator
 
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())

@@ -98,9 +98,9 @@ def test_request_bodies_and_the_bearer_scheme(schema):
 def test_presence_lists_document_the_change_feed_and_etag(schema):
     for path in ("/api/users/all-users/", "/api/users/admin/users/", "/api/users/admin/users/online/"):
         operation = schema["paths"][path]["get"]
-        assert "since" in {parameter["name"] for parameter in operation["parameters"]}, path
+        assert {"since", "paging", "after"} <= {parameter["name"] for parameter in operation["parameters"]}, path
         assert "304" in operation["responses"], path
-        feed = operation["responses"]["200"]["content"]["application/json"]["schema"]["oneOf"][1]
+        feed = operation["responses"]["200"]["content"]["application/json"]["schema"]["oneOf"][2]
         assert set(feed["required"]) == {"results", "removed", "cursor"}
 
 
