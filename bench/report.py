@@ -91,19 +91,22 @@ def render(r, goals):
         (
             f"7. Capacity: clients held {r['scale']['capacity_sustain_seconds']} s with p99 < 100 ms, 0 errors",
             f">= {goals['capacity_clients']:,}",
-            f"{capacity['best_probe'] or 0:,} clients: {sustained['rps']:.0f} req/s, p50 {_ms(sustained['p50_ms'])}, "
+            f"{sustained['clients']:,} clients held: {sustained['rps']:.0f} req/s, p50 {_ms(sustained['p50_ms'])}, "
             f"p99 {_ms(sustained['p99_ms'])}, {sustained['errors']} errors"
             if sustained
-            else "no level passed",
+            else "no level held",
             "probes: "
             + ", ".join(
                 f"{probe['clients']:,} → p99 {probe['p99_ms']:.0f} ms{'' if probe['passed'] else ' (fail)'}"
                 for probe in capacity["probes"]
+            )
+            + "; sustained: "
+            + ", ".join(
+                f"{attempt['clients']:,} → p99 {attempt['p99_ms']:.0f} ms{'' if attempt['passed'] else ' (fail)'}"
+                for attempt in capacity.get("sustained_attempts", [])
             ),
             "",
-            _met(
-                bool(sustained) and sustained["passed"] and (capacity["best_probe"] or 0) >= goals["capacity_clients"]
-            ),
+            _met(bool(sustained) and sustained["clients"] >= goals["capacity_clients"]),
         ),
     ]
     lines = [
@@ -173,7 +176,7 @@ def render(r, goals):
         "### Capacity probes",
         "",
         *(f"- {probe}" for probe in capacity["probes"]),
-        f"- sustained: {sustained}",
+        *(f"- sustained: {attempt}" for attempt in capacity.get("sustained_attempts", [])),
         "",
     ]
     if ANALYSIS.exists() and r["mode"] == "full":
