@@ -7,7 +7,6 @@ worker) is read at scrape time, so every web process reports the same figures.
 """
 
 import hmac
-import os
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -17,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from users.models import PresenceSweep
+from users.models import OnlineStatus
+from users.selectors.health import last_sweep
 from users.selectors.presence import status_counts
 
 HEARTBEATS = Counter("offchat_presence_heartbeats", "Heartbeats received.", ["status"], registry=None)
@@ -28,11 +28,11 @@ class PresenceCollector:
     def collect(self):
         users = GaugeMetricFamily("offchat_presence_users", "Active users per shown status.", labels=["status"])
         counts = status_counts(now=timezone.now())
-        for status in ("online", "away", "offline"):
+        for status in OnlineStatus.values:
             users.add_metric([status], counts[status])
         yield users
 
-        sweep = PresenceSweep.objects.filter(pk=1).first() or PresenceSweep()
+        sweep = last_sweep()
         yield CounterMetricFamily("offchat_presence_sweeps", "Sweeps completed.", value=sweep.sweeps_total)
         yield CounterMetricFamily(
             "offchat_presence_sweep_users_marked_offline",
@@ -61,7 +61,7 @@ def metrics_view(request):
             "Unauthorized: send Authorization: Bearer <METRICS_TOKEN>.\n", status=401, content_type="text/plain"
         )
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.PROMETHEUS_MULTIPROC_DIR:
         MultiProcessCollector(registry)
     else:
         registry.register(HEARTBEATS)

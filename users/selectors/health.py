@@ -78,10 +78,15 @@ def _sweep_max_age() -> int:
     return SWEEPS_MISSED_BEFORE_UNHEALTHY * settings.PRESENCE_SWEEP_INTERVAL
 
 
+def last_sweep() -> PresenceSweep:
+    """The sweeper's record; an unsaved blank one (never swept) if a flush removed the row."""
+    return PresenceSweep.objects.filter(pk=1).first() or PresenceSweep()
+
+
 def sweeper_check(*, now: datetime) -> Check:
     max_age = _sweep_max_age()
-    sweep = PresenceSweep.objects.filter(pk=1).first()
-    if sweep is None or sweep.finished_at is None:
+    sweep = last_sweep()
+    if sweep.finished_at is None:
         return Check(
             False, "no sweep has completed yet: is a Celery worker with beat running?", {"max_age_seconds": max_age}
         )
