@@ -46,9 +46,13 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    """Throttle counters live in the cache; each test starts with none."""
+def _fresh_cache(monkeypatch):
+    """Throttle counters live in the cache; each test starts with none, and with the
+    throttles trusting the cache again (users.throttling pauses after a cache failure)."""
     from django.core.cache import cache
 
+    from users import throttling
+
+    monkeypatch.setattr(throttling, "_cache_unavailable_until", 0.0)
     cache.clear()
     yield

@@ -1,5 +1,6 @@
 """One place that turns errors into JSON responses with the right status."""
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from rest_framework import exceptions
@@ -7,6 +8,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from offchat_backend.parsers import RequestBodyTooLarge
 from users.exceptions import InvalidCursorError, RefreshTokenNotOwnedError, ResyncRequiredError
 
 
@@ -23,6 +25,8 @@ def _as_api_exception(exc):
         return exceptions.ValidationError({"since": [exc.message], "code": exc.code})
     if isinstance(exc, TokenError):
         return InvalidToken(str(exc))
+    if isinstance(exc, RequestDataTooBig):
+        return RequestBodyTooLarge()
     if isinstance(exc, DjangoValidationError):
         return exceptions.ValidationError(as_serializer_error(exc))
     return exc

@@ -21,6 +21,25 @@ def _choice_field(choices, name, **kwargs):
     )
 
 
+class RejectUnknownFieldsMixin:
+    """Input naming a field the serializer does not write is refused (400), not ignored: a
+    misspelt `{"stauts": "away"}` would otherwise be a heartbeat saying online, and a sent
+    `is_staff` would look accepted."""
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            unexpected = sorted(set(data.keys()) - writable)
+            if unexpected:
+                raise serializers.ValidationError(
+                    {
+                        name: ["This field is read-only." if name in self.fields else "Unknown field."]
+                        for name in unexpected
+                    }
+                )
+        return super().to_internal_value(data)
+
+
 def _presence_now(context):
     """One clock reading per request, so that every row of a list is judged at one moment."""
     return context.get("presence_now") or timezone.now()
@@ -134,7 +153,7 @@ def heartbeat_answer(user, *, now) -> dict:
     }
 
 
-class AccountSerializer(ComputedStatusMixin, serializers.ModelSerializer):
+class AccountSerializer(RejectUnknownFieldsMixin, ComputedStatusMixin, serializers.ModelSerializer):
     """The signed-in user's own account: returned at login, read and edited at /me/."""
 
     class Meta:
@@ -155,11 +174,11 @@ class AccountSerializer(ComputedStatusMixin, serializers.ModelSerializer):
         read_only_fields = ["id", "username", "email", "is_staff", "online_status", "last_seen"]
 
 
-class HeartbeatSerializer(serializers.Serializer):
+class HeartbeatSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     status = _choice_field(ReportedStatus.choices, "status", required=False, default=ReportedStatus.ONLINE)
 
 
-class ManualPresenceSerializer(serializers.Serializer):
+class ManualPresenceSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     """`null` clears the manual status: presence follows the sessions again."""
 
     status = _choice_field(ReportedStatus.choices, "status", allow_null=True)
@@ -191,11 +210,11 @@ class SessionSerializer(serializers.ModelSerializer):
         return current is not None and current.pk == session.pk
 
 
-class SetOnlineStatusSerializer(serializers.Serializer):
+class SetOnlineStatusSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     online_status = _choice_field(OnlineStatus.choices, "online_status")
 
 
-class LoginSerializer(jwt_serializers.TokenObtainSerializer):
+class LoginSerializer(RejectUnknownFieldsMixin, jwt_serializers.TokenObtainSerializer):
     """Checks the credentials only (simplejwt's generic 401 for wrong, unknown or inactive
     accounts alike); tokens are issued by the login service."""
 
@@ -207,11 +226,11 @@ class LoginResponseSerializer(HeartbeatIntervalMixin, serializers.Serializer):
     user = AccountSerializer(source="session.user")
 
 
-class LogoutSerializer(serializers.Serializer):
+class LogoutSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     refresh = serializers.CharField()
 
 
-class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
+class TokenRefreshSerializer(RejectUnknownFieldsMixin, jwt_serializers.TokenRefreshSerializer):
     """simplejwt's refresh, refused for a revoked session, and a 401 (not a 500) for a token
     whose user was deleted."""
 

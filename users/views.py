@@ -10,7 +10,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework.filters import SearchFilter
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
@@ -23,7 +22,7 @@ from offchat_backend.openapi import error
 from users import serializers
 from users.authentication import SessionJWTAuthentication
 from users.exceptions import RefreshTokenNotOwnedError
-from users.filters import AdminUserFilter, NullsLastOrderingFilter
+from users.filters import AdminUserFilter, BoundedSearchFilter, NullsLastOrderingFilter
 from users.metrics import HEARTBEATS, LOGINS
 from users.middleware import presence_written_by_view
 from users.models import PresenceSession, ReportedStatus
@@ -32,6 +31,7 @@ from users.selectors import accounts
 from users.selectors import presence as presence_selectors
 from users.selectors.health import UNAVAILABLE, system_health
 from users.services import auth, presence
+from users.throttling import LoginUsernameThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,11 @@ class LoginView(PresenceClockMixin, generics.GenericAPIView):
     # A stale or broken Authorization header must not stop anyone from logging in.
     authentication_classes = []
     throttle_scope = "login"
+
+    def get_throttles(self):
+        throttles = super().get_throttles()
+        # Per username on top of the per-address limits, unless throttling is off altogether.
+        return [*throttles, LoginUsernameThrottle()] if throttles else throttles
 
     def get_authenticate_header(self, request):
         # Without a scheme to name, DRF would turn failed logins into 403s.
@@ -129,6 +134,7 @@ class HeartbeatView(PresenceClockMixin, generics.GenericAPIView):
     user is idle or the tab is hidden. Answers the user's presence as now computed."""
 
     serializer_class = serializers.HeartbeatSerializer
+    throttle_scope = "heartbeat"
 
     def post(self, request):
         serializer = self.get_serializer(data=request.data)
@@ -267,7 +273,7 @@ class MySessionViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets
 class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     permission_classes = [IsAdminUser]
     serializer_class = serializers.AdminUserSerializer
-    filter_backends = [DjangoFilterBackend, SearchFilter, NullsLastOrderingFilter]
+    filter_backends = [DjangoFilterBackend, BoundedSearchFilter, NullsLastOrderingFilter]
     filterset_class = AdminUserFilter
     search_fields = ["username", "email", "first_name", "last_name"]
     ordering_fields = ["username", "last_seen", "date_joined", "online_status", "id"]

@@ -83,6 +83,10 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# The largest request body accepted (413 past it, from the API). The API's bodies are a few
+# hundred bytes; Django's 2.5 MB default would let one request make a worker parse megabytes.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024)
+
 STATIC_URL = "static/"
 # Where `collectstatic` gathers the files that gunicorn serves in production (whitenoise).
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
@@ -218,19 +222,27 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["users.authentication.SessionJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["offchat_backend.parsers.BoundedJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "users.pagination.UserPagination",
     "PAGE_SIZE": 50,
+    # DRF's throttles, letting requests through while the cache is unreachable (users.throttling).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        "users.throttling.AnonRateThrottle",
+        "users.throttling.UserRateThrottle",
+        "users.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_RATE_ANON", default="120/min"),
         "user": env.str("THROTTLE_RATE_USER", default="1200/min"),
+        # Login per client address, and per username from any address: an online guessing
+        # attack gets at most 720 tries a day on one account, and a victim of it waits at
+        # most an hour.
         "login": env.str("THROTTLE_RATE_LOGIN", default="20/min"),
+        "login_username": env.str("THROTTLE_RATE_LOGIN_USERNAME", default="30/hour"),
+        # Per user, over all their devices: a client sends 2 a minute; a runaway loop is cut
+        # off without slowing anyone else.
+        "heartbeat": env.str("THROTTLE_RATE_HEARTBEAT", default="30/min"),
     },
     "EXCEPTION_HANDLER": "offchat_backend.errors.handle_api_exception",
     "DEFAULT_SCHEMA_CLASS": "offchat_backend.openapi.AutoSchema",

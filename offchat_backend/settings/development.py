@@ -14,4 +14,5 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     **REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
     "anon": env.str("THROTTLE_RATE_ANON", default="6000/min"),
     "login": env.str("THROTTLE_RATE_LOGIN", default="6000/min"),
+    "login_username": env.str("THROTTLE_RATE_LOGIN_USERNAME", default="6000/min"),
 }

@@ -258,12 +258,18 @@ def mark_inactive_users_offline(*, now=None) -> int:
     revives it. Rows are locked with SELECT ... FOR UPDATE, which on PostgreSQL re-checks
     the WHERE on a row that a heartbeat committed meanwhile, so an active user never ends
     offline. Users present with no last_seen at all (set by an admin) count as inactive.
+    One sweep at a time: a sweep that finds another running (two beats by mistake, or a
+    sweep still running when the next is due) skips, and the running one does the work.
     Returns how many users went offline.
     """
     now = now or timezone.now()
     cutoff = now - inactivity_timeout()
     started = time.perf_counter()
+    PresenceSweep.objects.get_or_create(pk=1)  # made by a migration; a test database flush removes it
     with transaction.atomic():
+        if not _lock_the_sweep():
+            log_event(logger, "presence_sweep_skipped", reason="another sweep is running")
+            return 0
         idle = list(
             PresenceSession.objects.select_for_update()
             .filter(ended_at__isnull=True, last_seen__lt=cutoff)
@@ -307,6 +313,16 @@ def mark_inactive_users_offline(*, now=None) -> int:
     return len(stale)
 
 
+def _lock_the_sweep() -> bool:
+    """Lock the sweep record for this transaction, or say that another sweep holds it.
+
+    A row lock, not an advisory lock: released by any end of the transaction, including the
+    connection dying with a killed worker. SQLite ignores FOR UPDATE, but its write
+    transactions already run one at a time.
+    """
+    return PresenceSweep.objects.select_for_update(skip_locked=True).filter(pk=1).exists()
+
+
 def _record_sweep(*, finished_at, duration: float, users_marked_offline: int, sessions_ended: int) -> None:
     fields = {
         "finished_at": finished_at,
@@ -314,14 +330,11 @@ def _record_sweep(*, finished_at, duration: float, users_marked_offline: int, se
         "users_marked_offline": users_marked_offline,
         "sessions_ended": sessions_ended,
     }
-    recorded = PresenceSweep.objects.filter(pk=1).update(
+    PresenceSweep.objects.filter(pk=1).update(
         **fields,
         sweeps_total=F("sweeps_total") + 1,
         users_marked_offline_total=F("users_marked_offline_total") + users_marked_offline,
     )
-    if not recorded:
-        # The row is made by a migration; a test database flush removes it.
-        PresenceSweep.objects.create(pk=1, **fields, sweeps_total=1, users_marked_offline_total=users_marked_offline)
 
 
 # --- Accounts in the change feed ------------------------------------------------------

@@ -625,14 +625,25 @@ class TestMe:
         assert (body["id"], body["username"], body["share_presence"]) == (user.pk, user.username, True)
 
     def test_patch_changes_names_and_privacy_only(self, user_client, user):
+        response = user_client.patch(ME, {"share_presence": False, "first_name": "Ada"}, format="json")
+        assert response.status_code == 200
+        stored_user = User.objects.get(pk=user.pk)
+        assert (stored_user.share_presence, stored_user.first_name) == (False, "Ada")
+
+    def test_patch_naming_a_read_only_field_is_refused_whole(self, user_client, user):
         response = user_client.patch(
             ME,
             {"share_presence": False, "first_name": "Ada", "is_staff": True, "is_superuser": True, "username": "x"},
             format="json",
         )
-        assert response.status_code == 200
+        body = assert_json_error(response, 400)
+        assert body == {
+            "is_staff": ["This field is read-only."],
+            "is_superuser": ["Unknown field."],
+            "username": ["This field is read-only."],
+        }
         stored_user = User.objects.get(pk=user.pk)
-        assert (stored_user.share_presence, stored_user.first_name) == (False, "Ada")
+        assert (stored_user.share_presence, stored_user.first_name) == (True, user.first_name)
         assert (stored_user.is_staff, stored_user.is_superuser, stored_user.username) == (False, False, user.username)
 
     @pytest.mark.parametrize(

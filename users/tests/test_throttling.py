@@ -1,0 +1,218 @@
+"""Throttles: login per address and per username, heartbeats per user, counted in the shared
+cache, and letting requests through (not failing them) while the cache is down."""
+
+import shutil
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+from rest_framework.throttling import ScopedRateThrottle
+
+from conftest import REQUIRE_SERVICES
+from offchat_backend.tests.support import PrivateRedis, free_port
+from users import throttling
+from users.models import OnlineStatus, User
+from users.services import presence
+from users.tests.conftest import client_for, client_with_token
+from users.tests.factories import PASSWORD, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+LOGIN = "/api/users/login/"
+HEARTBEAT = "/api/users/heartbeat/"
+HEALTH = "/api/health/"
+NOW = timezone.now().replace(microsecond=0)
+
+
+def log_in(api_client, username, password, address):
+    return api_client.post(LOGIN, {"username": username, "password": password}, format="json", REMOTE_ADDR=address)
+
+
+def assert_throttled(response):
+    assert response.status_code == 429, response.content
+    assert response["Content-Type"] == "application/json"
+    assert "throttled" in response.json()["detail"]
+    assert int(response["Retry-After"]) > 0
+
+
+def redis_cache(url):
+    return {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+
+
+# --- Login ----------------------------------------------------------------------------
+@time_machine.travel(NOW, tick=False)
+def test_guessing_one_password_from_many_addresses_meets_the_per_username_limit(api_client, user, monkeypatch):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "login_username", "3/min")
+    # Varied case counts against the same account.
+    for address, name in zip(
+        ("10.0.0.1", "10.0.0.2", "10.0.0.3"), (user.username, user.username.upper(), user.username), strict=False
+    ):
+        assert log_in(api_client, name, "wrong", address).status_code == 401
+
+    assert_throttled(log_in(api_client, user.username, PASSWORD, "10.0.0.4"))
+    assert User.objects.get(pk=user.pk).online_status == OnlineStatus.OFFLINE
+
+    # Other accounts, from the same addresses, are not held back.
+    other = UserFactory()
+    assert log_in(api_client, other.username, PASSWORD, "10.0.0.4").status_code == 200
+
+    with time_machine.travel(NOW + timedelta(seconds=61), tick=False):
+        assert log_in(api_client, user.username, PASSWORD, "10.0.0.4").status_code == 200
+
+
+@time_machine.travel(NOW, tick=False)
+def test_one_address_trying_many_usernames_meets_the_per_address_limit(api_client, monkeypatch):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "login", "3/min")
+    for number in range(3):
+        assert log_in(api_client, f"guess{number}", "wrong", "10.0.0.1").status_code == 401
+    assert_throttled(log_in(api_client, "guess9", "wrong", "10.0.0.1"))
+    assert log_in(api_client, "guess9", "wrong", "10.0.0.2").status_code == 401
+
+
+def test_unknown_user_and_wrong_password_get_the_same_answer(api_client, user):
+    unknown = log_in(api_client, "nobody-by-this-name", PASSWORD, "10.0.0.1")
+    wrong = log_in(api_client, user.username, "wrong-password", "10.0.0.2")
+    assert (unknown.status_code, unknown.json(), unknown["WWW-Authenticate"]) == (
+        wrong.status_code,
+        wrong.json(),
+        wrong["WWW-Authenticate"],
+    )
+    assert sorted(unknown.headers) == sorted(wrong.headers)
+
+
+def test_a_login_body_without_a_username_is_a_400_not_a_throttle_error(api_client):
+    for body in ({}, {"username": {"a": 1}, "password": "x"}, {"username": ["a"], "password": "x"}):
+        response = api_client.post(LOGIN, body, format="json")
+        assert response.status_code == 400, response.content
+
+
+# --- Heartbeats -----------------------------------------------------------------------
+@time_machine.travel(NOW, tick=False)
+def test_a_client_pinging_in_a_loop_is_cut_off_without_harming_anyone_else(user, monkeypatch):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "10/min")
+    runaway, neighbour = client_for(user), client_for(UserFactory())
+
+    codes = []
+    for ping in range(100):
+        codes.append(runaway.post(HEARTBEAT).status_code)
+        if ping % 25 == 0:
+            assert neighbour.post(HEARTBEAT).status_code == 200
+    assert codes == [200] * 10 + [429] * 90
+    assert_throttled(runaway.post(HEARTBEAT))
+    # Cut off, not thrown out: the runaway user is still online, and back after the window.
+    assert User.objects.get(pk=user.pk).online_status == OnlineStatus.ONLINE
+    with time_machine.travel(NOW + timedelta(seconds=61), tick=False):
+        assert runaway.post(HEARTBEAT).status_code == 200
+
+
+@time_machine.travel(NOW, tick=False)
+def test_the_heartbeat_limit_is_per_user_across_their_devices(user, monkeypatch):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "4/min")
+    phone, laptop = client_for(user), client_for(user)
+    assert [device.post(HEARTBEAT).status_code for device in (phone, laptop, phone, laptop, phone)] == [200] * 4 + [429]
+
+
+def test_the_default_heartbeat_limit_leaves_room_for_several_devices(settings):
+    rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["heartbeat"]
+    allowed, period = ScopedRateThrottle().parse_rate(rate)
+    per_device = period / settings.PRESENCE_HEARTBEAT_INTERVAL
+    assert allowed >= 10 * per_device
+
+
+@pytest.mark.redis
+def test_throttle_counters_live_in_redis_where_every_worker_sees_them(api_client, user, monkeypatch):
+    from django.core.cache import cache
+
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "login_username", "2/min")
+    log_in(api_client, user.username, "wrong", "10.0.0.1")
+    keys = {key.decode() for key in cache._cache.get_client().keys("*throttle_login_username_*")}
+    assert len(keys) == 1
+    # A second process would read the same key: here, a new connection from scratch.
+    cache.close()
+    log_in(api_client, user.username, "wrong", "10.0.0.2")
+    assert_throttled(log_in(api_client, user.username, PASSWORD, "10.0.0.3"))
+
+
+# --- The cache down -------------------------------------------------------------------
+def test_an_unreachable_cache_lets_requests_through_and_is_left_alone_for_a_while(
+    settings, user, api_client, monkeypatch, caplog
+):
+    settings.CACHES = redis_cache(f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "1/min")
+    client = client_for(user)
+
+    assert [client.post(HEARTBEAT).status_code for _ in range(3)] == [200, 200, 200]
+    assert log_in(api_client, user.username, PASSWORD, "10.0.0.1").status_code == 200
+    warnings = [record.getMessage() for record in caplog.records if "throttle_cache_unavailable" in record.getMessage()]
+    assert len(warnings) == 1, warnings  # one failure, then the cache is not tried again at once
+    assert "error=ConnectionError" in warnings[0]
+
+
+def test_a_bad_request_body_is_still_a_400_while_the_cache_is_down(settings, api_client):
+    settings.CACHES = redis_cache(f"redis://127.0.0.1:{free_port()}/0")
+    response = api_client.post(LOGIN, "{broken", content_type="application/json")
+    assert response.status_code == 400
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    if not shutil.which("redis-server"):
+        message = "needs redis-server (apt-get install redis-server)"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{message}, and OFFCHAT_REQUIRE_SERVICES=1 forbids skipping it", pytrace=False)
+        pytest.skip(message)
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@time_machine.travel(NOW, tick=False)
+def test_drill_redis_down_then_back(private_redis, settings, user, api_client, monkeypatch):
+    """docs/reliability.md, drill 1: a real redis-server as cache and broker, killed and
+    restarted under a running app. Nothing fails while it is down; throttling and health
+    come back on their own."""
+    settings.CACHES = redis_cache(private_redis.url)
+    settings.CELERY_BROKER_URL = private_redis.url
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "3/min")
+    monkeypatch.setattr(throttling, "CACHE_RETRY_SECONDS", 0.0)
+    presence.mark_inactive_users_offline()
+    client, staff_client = client_for(user), client_for(UserFactory(is_staff=True))
+
+    # Up: the throttle counts in Redis.
+    assert [client.post(HEARTBEAT).status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert api_client.get(HEALTH).json()["status"] == "ok"
+
+    private_redis.stop()
+    other = UserFactory()
+    down = {
+        "login": log_in(api_client, other.username, PASSWORD, "10.0.0.1"),
+        "heartbeat": client.post(HEARTBEAT),  # over its limit, but nothing can count it now
+        "directory": client.get("/api/users/all-users/"),
+        "admin list": staff_client.get("/api/users/admin/users/"),
+        "online": staff_client.get("/api/users/admin/users/online/"),
+        "my presence": client.put("/api/users/me/presence/", {"status": "away"}, format="json"),
+    }
+    assert {name: response.status_code for name, response in down.items()} == dict.fromkeys(down, 200)
+    tokens = down["login"].json()
+    logout = client_with_token(tokens["access"]).post(
+        "/api/users/logout/", {"refresh": tokens["refresh"]}, format="json"
+    )
+    assert logout.status_code == 200
+    health = api_client.get(HEALTH)
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
+    assert {reason.split(":")[0] for reason in health.json()["reasons"]} == {"cache", "broker"}
+    assert User.objects.get(pk=other.pk).online_status == OnlineStatus.OFFLINE
+
+    # Back, empty (no persistence), on the same address: no restart of anything else.
+    private_redis.start()
+    assert api_client.get(HEALTH).json()["status"] == "ok"
+    assert [client.post(HEARTBEAT).status_code for _ in range(4)] == [200, 200, 200, 429]
