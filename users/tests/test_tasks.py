@@ -1,3 +1,5 @@
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -6,6 +8,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -156,3 +159,96 @@ def test_real_worker_with_beat_runs_on_the_embedded_defaults_with_no_environment
     worker.wait_for(lambda: stale_status() == "offline")
 
     assert "filesystem://" in worker.output()
+
+
+def _waiting_on_a_lock():
+    """Whether some connection to this database waits for a row lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # statistics are a snapshot per transaction
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def _postgres_worker_env(settings, tmp_path, name, **config):
+    return worker_env(
+        DJANGO_SETTINGS_MODULE="offchat_backend.settings.development",
+        DATABASE_URL=session_database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        LOCAL_STATE_DIR=str(tmp_path / name),
+        **config,
+    )
+
+
+def _stale_users(count):
+    users = UserFactory.create_batch(count)
+    for user in users:
+        presence.start_session(user=user, at=timezone.now() - timedelta(hours=1))
+    return users
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_drill_a_worker_killed_mid_sweep_leaves_nothing_half_applied(start_worker, tmp_path, settings):
+    """docs/reliability.md, drill 4. The sweep has ended the first user's session and waits
+    for the second user's row when its worker is killed (SIGKILL, no cleanup). The
+    transaction dies with the connection; the next worker's sweep does the whole job."""
+    first, second = _stale_users(2)
+    env = _postgres_worker_env(settings, tmp_path, "state")
+
+    with transaction.atomic():
+        User.objects.select_for_update().get(pk=second.pk)
+        killed = start_worker(env)
+        killed.wait_for(_waiting_on_a_lock)  # beat's first sweep is mid-way, inside its transaction
+        os.killpg(killed.process.pid, signal.SIGKILL)
+        killed.process.wait(timeout=10)
+    # The orphaned PostgreSQL backend gets the lock now, fails to answer its dead client,
+    # and rolls back: not one of the sweep's writes is visible.
+    for user in (first, second):
+        assert User.objects.get(pk=user.pk).online_status == OnlineStatus.ONLINE
+        assert PresenceSession.objects.get(user=user).ended_at is None
+    assert PresenceSweep.objects.get().sweeps_total == 0
+
+    start_worker(env).wait_for(
+        lambda: set(User.objects.filter(pk__in=[first.pk, second.pk]).values_list("online_status", flat=True))
+        == {OnlineStatus.OFFLINE}
+    )
+    assert set(PresenceSession.objects.values_list("end_reason", flat=True)) == {SessionEndReason.IDLE}
+    assert PresenceSweep.objects.get().users_marked_offline_total == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_drill_two_beats_by_mistake_sweep_one_at_a_time(start_worker, tmp_path, settings):
+    """docs/reliability.md, drill 3: two `worker --beat` processes, each sending a sweep every
+    second. While one sweep is held mid-way past several intervals, the others skip; every
+    stale user goes offline once, and no process logs an error."""
+    stale = _stale_users(3)
+    workers = []
+    with transaction.atomic():
+        User.objects.select_for_update().get(pk=stale[-1].pk)
+        for name in ("one", "two"):
+            workers.append(start_worker(_postgres_worker_env(settings, tmp_path, name)))
+        workers[0].wait_for(_waiting_on_a_lock)
+        workers[0].wait_for(lambda: sum(w.output().count("event=presence_sweep_skipped") for w in workers) >= 3)
+        assert all(User.objects.get(pk=user.pk).online_status == OnlineStatus.ONLINE for user in stale)
+
+    workers[0].wait_for(
+        lambda: set(User.objects.filter(pk__in=[user.pk for user in stale]).values_list("online_status", flat=True))
+        == {OnlineStatus.OFFLINE}
+    )
+    # More sweeps run after; none finds anything to do twice.
+    completed = PresenceSweep.objects.get().sweeps_total
+    workers[0].wait_for(lambda: PresenceSweep.objects.get().sweeps_total >= completed + 2)
+    assert PresenceSweep.objects.get().users_marked_offline_total == 3
+    logs = "".join(worker.output() for worker in workers)
+    marked = [
+        int(line.split("users_marked_offline=")[1].split()[0])
+        for line in logs.splitlines()
+        if "event=presence_sweep " in line
+    ]
+    assert sum(marked) == 3
+    assert " ERROR " not in logs and "Traceback" not in logs

@@ -9,7 +9,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from users.models import OnlineStatus, PresenceSession, ReportedStatus, SessionEndReason, User
+from users.models import OnlineStatus, PresenceSession, PresenceSweep, ReportedStatus, SessionEndReason, User
 from users.selectors.accounts import online_users_for_admin
 from users.selectors.presence import effective_status
 from users.services import presence
@@ -555,3 +555,104 @@ def test_heartbeat_tables_leave_room_for_hot_updates():
         cursor.execute("SELECT relname, reloptions FROM pg_class WHERE relname IN ('users', 'presence_sessions')")
         options = dict(cursor.fetchall())
     assert options == {"users": ["fillfactor=85"], "presence_sessions": ["fillfactor=85"]}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_that_finds_another_running_skips_and_the_running_one_does_the_work(caplog):
+    """Two beats by mistake, or a sweep still running when the next is due: one at a time."""
+    stale = UserFactory()
+    sign_in(stale, at=timezone.now() - TIMEOUT - timedelta(minutes=1))
+    feed_before = feed_id(stale)
+    first, second = [], []
+    first_sweep = threading.Thread(
+        target=_close_connection_after(lambda: first.append(presence.mark_inactive_users_offline()))
+    )
+    second_sweep = threading.Thread(
+        target=_close_connection_after(lambda: second.append(presence.mark_inactive_users_offline()))
+    )
+
+    with transaction.atomic():
+        User.objects.select_for_update().get(pk=stale.pk)  # the first sweep stops here, mid-way
+        first_sweep.start()
+        _wait_until_blocked_on_a_lock()
+        second_sweep.start()
+        second_sweep.join(timeout=10)
+        assert second == [0]  # it skipped at once instead of waiting or doing the work twice
+        assert stored(stale)[0] == OnlineStatus.ONLINE
+    first_sweep.join(timeout=10)
+
+    assert first == [1]
+    assert stored(stale)[0] == OnlineStatus.OFFLINE
+    assert feed_id(stale) > feed_before
+    sweep = PresenceSweep.objects.get()
+    assert (sweep.sweeps_total, sweep.users_marked_offline_total) == (1, 1)
+    assert sum("event=presence_sweep_skipped" in record.getMessage() for record in caplog.records) == 1
+    # The next sweep finds nothing left to do: no double transition.
+    assert presence.mark_inactive_users_offline() == 0
+    assert PresenceSweep.objects.get().users_marked_offline_total == 1
+
+
+RACE_ROUNDS = 1000
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_race_heartbeat_against_the_sweep_at_the_timeout_boundary(settings):
+    """docs/reliability.md, drill 6: RACE_ROUNDS rounds of one heartbeat and one sweep released
+    together, the user exactly at the inactivity limit. Whatever the order, no user whose
+    heartbeat committed is left offline, and no session it revived is left ended."""
+    settings.PRESENCE_WRITE_GRANULARITY = 0
+    session = sign_in(UserFactory(), at=timezone.now())
+    start, done = threading.Barrier(3), threading.Barrier(3)
+    outcomes = {"heartbeat": [], "sweep": []}
+    errors = []
+
+    def contender(name, work):
+        try:
+            for _ in range(RACE_ROUNDS):
+                start.wait(timeout=30)
+                try:
+                    outcomes[name].append(work())
+                except Exception as error:  # noqa: BLE001 (counted and reported below)
+                    errors.append(repr(error))
+                    outcomes[name].append(None)
+                done.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    def heartbeat():
+        loaded = reload(session)  # as authentication loaded it, before the sweep ran
+        return presence.record_activity(
+            user=loaded.user, session=loaded, active=True, reported_status=ReportedStatus.ONLINE, at=timezone.now()
+        )
+
+    threads = [
+        threading.Thread(target=contender, args=("heartbeat", heartbeat)),
+        threading.Thread(target=contender, args=("sweep", presence.mark_inactive_users_offline)),
+    ]
+    for thread in threads:
+        thread.start()
+    left_offline, revived = 0, 0
+    for round_ in range(RACE_ROUNDS):
+        # Just past the limit: the sweep wants this user unless the heartbeat gets there first.
+        stale = timezone.now() - TIMEOUT - timedelta(milliseconds=1)
+        User.objects.filter(pk=session.user_id).update(online_status=OnlineStatus.ONLINE, last_seen=stale)
+        PresenceSession.objects.filter(pk=session.pk).update(last_seen=stale, last_active=stale, ended_at=None)
+        start.wait(timeout=30)
+        done.wait(timeout=30)
+        committed = outcomes["heartbeat"][round_]
+        status = stored(session.user)[0]
+        if committed and (status != OnlineStatus.ONLINE or not reload(session).is_live):
+            left_offline += 1
+        revived += bool(committed and outcomes["sweep"][round_])
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert left_offline == 0
+    assert all(outcomes["heartbeat"])  # every heartbeat committed: nothing made it give up
+    # Both orders happened: the sweep won some rounds (and the heartbeat revived the user),
+    # lost others. A run where one side always wins would test nothing.
+    assert 0 < revived < RACE_ROUNDS, revived
+    print(f"race: {RACE_ROUNDS} rounds, sweep first in {revived}, heartbeat first in {RACE_ROUNDS - revived}")
