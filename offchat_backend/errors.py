@@ -2,14 +2,25 @@
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
-from rest_framework import exceptions
+from rest_framework import exceptions, status
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from offchat_backend.parsers import RequestBodyTooLarge
 from users.exceptions import InvalidCursorError, RefreshTokenNotOwnedError, ResyncRequiredError
+
+
+class DatabaseUnavailable(exceptions.APIException):
+    """The database cannot be reached (a restart, a failover): a client should retry, not
+    report a bug. `wait` becomes DRF's Retry-After header."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The service is briefly unavailable; retry in a few seconds."
+    default_code = "database_unavailable"
+    wait = 5
 
 
 def handle_api_exception(exc, context):
@@ -25,6 +36,8 @@ def _as_api_exception(exc):
         return exceptions.ValidationError({"since": [exc.message], "code": exc.code})
     if isinstance(exc, TokenError):
         return InvalidToken(str(exc))
+    if isinstance(exc, OperationalError | InterfaceError):
+        return DatabaseUnavailable()
     if isinstance(exc, RequestDataTooBig):
         return RequestBodyTooLarge()
     if isinstance(exc, DjangoValidationError):

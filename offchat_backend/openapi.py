@@ -83,6 +83,12 @@ class AutoSchema(SpectacularAutoSchema):
                 responses[code] = self._get_response_for_code(response, code, direction=direction)
         return dict(sorted(responses.items()))
 
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and getattr(serializer, "rejects_unknown_fields", False):
+            schema["additionalProperties"] = False  # the serializer refuses them with a 400
+        return schema
+
     def _error_responses(self) -> dict[str, OpenApiResponse]:
         permissions = self.view.get_permissions()
         errors = {}
@@ -96,6 +102,8 @@ class AutoSchema(SpectacularAutoSchema):
             errors["403"] = error("403")
         if "{" in self.path:
             errors["404"] = error("404")
+        elif self._is_list_view() and self.view.pagination_class is not None:
+            errors["404"] = error("404", "A page past the last, or a forged keyset position (`after`).")
         if self.view.get_throttles():
             errors["429"] = error("429")
         return errors
@@ -108,10 +116,13 @@ class AutoSchema(SpectacularAutoSchema):
 
     def _presence_list_responses(self, page_response) -> dict:
         """A full page carries `cursor` and an ETag; `?since=` answers a change feed instead."""
-        row = self.resolve_serializer(self.get_response_serializers(), "response").ref
+        serializer = self.get_response_serializers()
+        row = self.resolve_serializer(getattr(serializer, "child", serializer), "response").ref
         page = page_response["content"]["application/json"]["schema"]
+        # Closed shapes (additionalProperties false), so that exactly one of the three matches.
         feed = {
             "type": "object",
+            "additionalProperties": False,
             "required": ["results", "removed", "cursor"],
             "properties": {
                 "results": {"type": "array", "items": row},
@@ -122,6 +133,7 @@ class AutoSchema(SpectacularAutoSchema):
         with_cursor = {"allOf": [page, {"type": "object", "properties": {"cursor": {"type": "string"}}}]}
         keyset_page = {
             "type": "object",
+            "additionalProperties": False,
             "required": ["results", "cursor"],
             "properties": {
                 "next": {"type": "string", "format": "uri", "nullable": True},

@@ -1,4 +1,5 @@
 import django_filters
+from django import forms
 from django.db.models import F
 from django.utils import timezone
 from rest_framework import serializers
@@ -8,9 +9,32 @@ from users.models import OnlineStatus, User
 from users.selectors.presence import effective_status_expression, status_q
 
 
+class StrictBooleanFormField(forms.NullBooleanField):
+    """`true` or `false`, or absent. django-filter's boolean widget reads anything else as
+    absent, so `?is_staff=yes` would list everyone without a word."""
+
+    widget = forms.TextInput
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        if value in ("true", "false"):
+            return value == "true"
+        raise forms.ValidationError("Use true or false.", code="invalid")
+
+    def validate(self, value):
+        pass
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanFormField
+
+
 class AdminUserFilter(django_filters.FilterSet):
     # The status shown, computed now; not the stored column, which a dead sweeper leaves stale.
     online_status = django_filters.ChoiceFilter(choices=OnlineStatus.choices, method="filter_online_status")
+    is_active = StrictBooleanFilter()
+    is_staff = StrictBooleanFilter()
 
     class Meta:
         model = User

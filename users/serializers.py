@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import models
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -8,7 +9,7 @@ from rest_framework_simplejwt import serializers as jwt_serializers
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from users.authentication import session_of_token
-from users.models import OnlineStatus, PresenceSession, ReportedStatus, User
+from users.models import OnlineStatus, PresenceSession, ReportedStatus, SessionEndReason, User
 from users.selectors.presence import effective_status, presence_shown_to
 
 
@@ -26,6 +27,8 @@ class RejectUnknownFieldsMixin:
     misspelt `{"stauts": "away"}` would otherwise be a heartbeat saying online, and a sent
     `is_staff` would look accepted."""
 
+    rejects_unknown_fields = True  # the OpenAPI schema says so (offchat_backend.openapi)
+
     def to_internal_value(self, data):
         if hasattr(data, "keys"):
             writable = {name for name, field in self.fields.items() if not field.read_only}
@@ -37,6 +40,25 @@ class RejectUnknownFieldsMixin:
                         for name in unexpected
                     }
                 )
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only: DRF's BooleanField also takes "yes", "0", 1 and the like, which
+    the schema does not promise and a client should not rely on."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictCharField(serializers.CharField):
+    """JSON strings only: DRF's CharField turns a number into its digits."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
         return super().to_internal_value(data)
 
 
@@ -156,6 +178,13 @@ def heartbeat_answer(user, *, now) -> dict:
 class AccountSerializer(RejectUnknownFieldsMixin, ComputedStatusMixin, serializers.ModelSerializer):
     """The signed-in user's own account: returned at login, read and edited at /me/."""
 
+    share_presence = StrictBooleanField(required=False)
+    # Names are the other writable fields: strings only, like share_presence is booleans only.
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+    }
+
     class Meta:
         model = User
         fields = [
@@ -186,6 +215,8 @@ class ManualPresenceSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
 
 class SessionSerializer(serializers.ModelSerializer):
     is_current = serializers.SerializerMethodField()
+    # Blank while the session is live.
+    end_reason = serializers.ChoiceField(choices=SessionEndReason.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = PresenceSession

@@ -249,3 +249,20 @@ def test_every_write_endpoint_refuses_unknown_fields_by_name(user, path, body):
     assert response.status_code == 400, response.content
     unknown = set(body) - {"username", "password", "refresh", "status"}
     assert unknown <= set(response.json())
+
+
+@pytest.mark.parametrize(
+    "body", [{"share_presence": 0}, {"share_presence": "false"}, {"first_name": 0}, {"last_name": ["x"]}]
+)
+def test_account_fields_take_only_their_json_type(user, body):
+    client = client_for(user)
+    before = User.objects.get(pk=user.pk)
+    response = client.patch(ME, body, format="json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == list(body)
+    after = User.objects.get(pk=user.pk)
+    assert (after.share_presence, after.first_name, after.last_name) == (
+        before.share_presence,
+        before.first_name,
+        before.last_name,
+    )

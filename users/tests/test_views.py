@@ -600,6 +600,12 @@ class TestHeartbeatStatus:
 
 
 class TestMyPresence:
+    def test_options_describes_put_instead_of_failing(self, user_client):
+        # Found by the schema fuzzer: DRF's metadata asked for an object the view could not give.
+        response = user_client.options(MY_PRESENCE)
+        assert response.status_code == 200
+        assert set(response.json()["actions"]["PUT"]) == {"status"}
+
     def test_a_manual_away_holds_against_heartbeats_until_cleared(self, user_client):
         response = user_client.put(MY_PRESENCE, {"status": "away"}, format="json")
         assert response.status_code == 200
