@@ -1,11 +1,15 @@
 """Helpers for tests that start the project's own processes (worker, gunicorn, settings)."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from django.db import connection
@@ -59,6 +63,16 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def answers_http(port):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer, even a 404: it is serving
+    except OSError:
+        return False
+    return True
+
+
 class ProjectProcess:
     """One of the project's own commands (a worker, gunicorn) running from the repository,
     its output kept in `log_path` and shown whenever a wait gives up."""
@@ -81,7 +95,8 @@ class ProjectProcess:
         raise AssertionError(f"gave up after {timeout}s; process output:\n{self.output()}")
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:  # also readable after stop()
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self):
@@ -128,3 +143,67 @@ class PrivateRedis:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def postgres_bin_dir():
+    """The newest PostgreSQL server binaries Debian installed, or None."""
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
+    return versions[-1].parent if versions else None
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb into a fresh folder, on a free port), which
+    the test may restart without touching the machine's server. PostgreSQL refuses to run as
+    root, so under root its commands run as the `postgres` user."""
+
+    def __init__(self):
+        self.bin = postgres_bin_dir()
+        self.directory = Path(tempfile.mkdtemp(prefix="offchat-pg-"))
+        self.data = self.directory / "data"
+        self.port = free_port()
+
+    def url(self, database="postgres"):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *command):
+        if os.geteuid() == 0:
+            command = ("runuser", "-u", "postgres", "--", *command)
+        # Not captured: the server pg_ctl starts would hold the pipes open. Its log is a file.
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+    def start(self):
+        if not self.data.exists():
+            if os.geteuid() == 0:
+                shutil.chown(self.directory, "postgres")
+            self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory}"
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.directory / "log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+
+    def restart(self):
+        """A fast restart, as `systemctl restart postgresql` does: open connections are cut."""
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.directory / "log"),
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+        )
+
+    def stop(self):
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -12,7 +12,15 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from offchat_backend.tests.support import REPO, VENV_BIN, ProjectProcess, clean_env, free_port, session_database_url
+from offchat_backend.tests.support import (
+    REPO,
+    VENV_BIN,
+    ProjectProcess,
+    answers_http,
+    clean_env,
+    free_port,
+    session_database_url,
+)
 from users.models import OnlineStatus, User
 from users.tests.factories import PASSWORD, UserFactory
 
@@ -56,16 +64,6 @@ def gunicorn(tmp_path):
     server.wait_for(lambda: answers_http(port), timeout=30)
     yield port, server
     server.stop()
-
-
-def answers_http(port):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer, even a 404: it is serving
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.postgres
