@@ -217,6 +217,7 @@ def test_drill_a_worker_killed_mid_sweep_leaves_nothing_half_applied(start_worke
     )
     assert set(PresenceSession.objects.values_list("end_reason", flat=True)) == {SessionEndReason.IDLE}
     assert PresenceSweep.objects.get().users_marked_offline_total == 2
+    print("\ndrill 4: worker killed mid-sweep: nothing applied; the next worker's sweep ended both sessions")
 
 
 @pytest.mark.postgres
@@ -252,3 +253,7 @@ def test_drill_two_beats_by_mistake_sweep_one_at_a_time(start_worker, tmp_path, 
     ]
     assert sum(marked) == 3
     assert " ERROR " not in logs and "Traceback" not in logs
+    skipped = logs.count("event=presence_sweep_skipped")
+    print(
+        f"\ndrill 3: two beats: {completed + 2}+ sweeps completed, {skipped} skipped while one held the lock, 3 users offline once"
+    )

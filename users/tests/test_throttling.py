@@ -216,3 +216,7 @@ def test_drill_redis_down_then_back(private_redis, settings, user, api_client, m
     private_redis.start()
     assert api_client.get(HEALTH).json()["status"] == "ok"
     assert [client.post(HEARTBEAT).status_code for _ in range(4)] == [200, 200, 200, 429]
+    print(
+        f"\ndrill 1: Redis down: {len(down) + 1} API calls all 200, health {health.json()['status']} "
+        f"({'; '.join(health.json()['reasons'])}); back: health ok, throttling counts again"
+    )
