@@ -236,7 +236,9 @@ def test_drill_two_web_processes_and_two_workers_agree(tmp_path):
         tmp_path,
         session_database_url(),
         secret_key=settings.SECRET_KEY,  # the tokens are made here, in the test's process
-        PRESENCE_INACTIVITY_TIMEOUT="3",
+        # Short, so the drill is quick; long enough that a heartbeat every 0.5 s on a busy
+        # 2-core machine (eight server processes) never misses it.
+        PRESENCE_INACTIVITY_TIMEOUT="6",
         PRESENCE_SWEEP_INTERVAL="1",
         PRESENCE_HEARTBEAT_INTERVAL="1",
         PRESENCE_WRITE_GRANULARITY="0",
@@ -258,6 +260,8 @@ def test_drill_two_web_processes_and_two_workers_agree(tmp_path):
         celery = [str(VENV_BIN / "celery"), "-A", "offchat_backend", "worker", "-l", "info"]
         processes.append(ProjectProcess([*celery, "--beat"], env=env, log_path=tmp_path / "worker-1.log"))
         processes.append(ProjectProcess(celery, env=env, log_path=tmp_path / "worker-2.log"))
+        for worker in processes[2:]:
+            worker.wait_for(lambda worker=worker: " ready." in worker.output())
 
         # Every user shows up through both web processes in turn.
         for index, token in enumerate(tokens):
@@ -292,7 +296,7 @@ def test_drill_two_web_processes_and_two_workers_agree(tmp_path):
             process.stop()
 
     rows = [{row["username"]: row["online_status"] for row in view["results"]} for view in views]
-    assert rows[0] == rows[1]
+    assert rows[0] == rows[1], (rows, "".join(process.output()[-2000:] for process in processes[2:]))
     assert summaries[0] == summaries[1]
     expected = {
         **{user.username: "online" for user in keep},
@@ -302,6 +306,7 @@ def test_drill_two_web_processes_and_two_workers_agree(tmp_path):
     }
     assert {name: rows[0][name] for name in expected} == expected
     logs = [process.output() for process in processes]
-    assert not any(" ERROR " in log or "Traceback" in log for log in logs)
+    errors = [line for log in logs for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
+    assert errors == []
     sweeps = [log.count("event=presence_sweep ") for log in logs[2:]]
     print(f"\ndrill 5: both web processes answer {summaries[0]}; sweeps run by worker 1 / worker 2: {sweeps}")

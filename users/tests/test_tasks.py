@@ -188,6 +188,7 @@ def _stale_users(count):
     return users
 
 
+@pytest.mark.drill
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
@@ -220,6 +221,7 @@ def test_drill_a_worker_killed_mid_sweep_leaves_nothing_half_applied(start_worke
     print("\ndrill 4: worker killed mid-sweep: nothing applied; the next worker's sweep ended both sessions")
 
 
+@pytest.mark.drill
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)

@@ -174,6 +174,7 @@ def private_redis(tmp_path):
     server.stop()
 
 
+@pytest.mark.drill
 @time_machine.travel(NOW, tick=False)
 def test_drill_redis_down_then_back(private_redis, settings, user, api_client, monkeypatch):
     """docs/reliability.md, drill 1: a real redis-server as cache and broker, killed and

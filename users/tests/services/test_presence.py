@@ -557,6 +557,7 @@ def test_heartbeat_tables_leave_room_for_hot_updates():
     assert options == {"users": ["fillfactor=85"], "presence_sessions": ["fillfactor=85"]}
 
 
+@pytest.mark.drill
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_sweep_that_finds_another_running_skips_and_the_running_one_does_the_work(caplog):
@@ -596,6 +597,7 @@ def test_a_sweep_that_finds_another_running_skips_and_the_running_one_does_the_w
 RACE_ROUNDS = 1000
 
 
+@pytest.mark.drill
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_race_heartbeat_against_the_sweep_at_the_timeout_boundary(settings):
