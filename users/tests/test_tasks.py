@@ -257,5 +257,6 @@ def test_drill_two_beats_by_mistake_sweep_one_at_a_time(start_worker, tmp_path, 
     assert " ERROR " not in logs and "Traceback" not in logs
     skipped = logs.count("event=presence_sweep_skipped")
     print(
-        f"\ndrill 3: two beats: {completed + 2}+ sweeps completed, {skipped} skipped while one held the lock, 3 users offline once"
+        f"\ndrill 3: two beats: {completed + 2}+ sweeps completed, {skipped} skipped while one held the lock, "
+        "3 users offline once"
     )
