@@ -251,12 +251,16 @@ def free_port():
 
 
 @contextmanager
-def gunicorn(*, workers, middleware=True, log_path):
+def gunicorn(*, workers, middleware=True, throttles=False, log_path):
     import urllib.error
     import urllib.request
 
     port = free_port()
-    env = {**os.environ, "BENCH_PRESENCE_MIDDLEWARE": "1" if middleware else "0"}
+    env = {
+        **os.environ,
+        "BENCH_PRESENCE_MIDDLEWARE": "1" if middleware else "0",
+        "BENCH_THROTTLES": "1" if throttles else "0",
+    }
     command = [
         str(VENV_BIN / "gunicorn"), "offchat_backend.wsgi:application", f"--bind=127.0.0.1:{port}",
         f"--workers={workers}", "--backlog=2048", "--timeout=60",
@@ -536,6 +540,17 @@ def throughput(*, tokens_path, workers, seconds, rounds, log_path):
             with gunicorn(workers=workers, middleware=enabled, log_path=log_path) as url:
                 wrk(f"{url}/api/users/me/", tokens=tokens_path, seconds=1)
                 middleware[enabled].append(wrk(f"{url}/api/users/me/", tokens=tokens_path, seconds=seconds))
+    # What production's throttles (counters in Redis) add to the heartbeat, which the rows above
+    # measure without them.
+    throttled = {True: [], False: []}
+    for _ in range(rounds):
+        for enabled in (True, False):
+            with gunicorn(workers=workers, throttles=enabled, log_path=log_path) as url:
+                heartbeat_url = f"{url}/api/users/heartbeat/"
+                wrk(heartbeat_url, tokens=tokens_path, seconds=1, method="POST", body="{}")
+                throttled[enabled].append(
+                    wrk(heartbeat_url, tokens=tokens_path, seconds=seconds, method="POST", body="{}")
+                )
     heartbeat_requests = sum(run["requests"] for run in heartbeat) + sum(run["requests"] for run in noop)
     hot = {
         table: {
@@ -553,6 +568,9 @@ def throughput(*, tokens_path, workers, seconds, rounds, log_path):
         "middleware_on": middleware[True],
         "middleware_off": middleware[False],
         "middleware_on_vs_off": median_of(middleware[True], "rps") / median_of(middleware[False], "rps"),
+        "heartbeat_throttles_on": throttled[True],
+        "heartbeat_throttles_off": throttled[False],
+        "heartbeat_throttles_on_vs_off": median_of(throttled[True], "rps") / median_of(throttled[False], "rps"),
         "hot_updates": hot,
         "requests_during_hot_window": heartbeat_requests,
     }

@@ -148,6 +148,7 @@ def render(r, goals):
         f"{t['session_check_cost']:.2f} x the rate of the same no-op behind simplejwt's stock authentication "
         f"(one user query): {med(t['noop'], 'rps'):.0f} vs {med(t['stock_jwt_noop'], 'rps'):.0f} req/s.",
         "",
+        *_throttle_cost(t, med),
         "### Sweep",
         "",
         *(
@@ -182,3 +183,17 @@ def render(r, goals):
     if ANALYSIS.exists() and r["mode"] == "full":
         lines += [ANALYSIS.read_text()]
     return "\n".join(lines)
+
+
+def _throttle_cost(t, med):
+    if "heartbeat_throttles_on_vs_off" not in t:  # results from before this was measured
+        return []
+    return [
+        "### Throttle cost",
+        "",
+        f"The heartbeat with production's throttles (its own per-user limit, counted in Redis) "
+        f"runs at {t['heartbeat_throttles_on_vs_off']:.2f} x its rate without them: "
+        f"{med(t['heartbeat_throttles_on'], 'rps'):.0f} vs {med(t['heartbeat_throttles_off'], 'rps'):.0f} req/s "
+        "(alternating rounds, medians). Rows 1 and 2 are measured without throttles.",
+        "",
+    ]

@@ -119,6 +119,15 @@ def test_the_heartbeat_limit_is_per_user_across_their_devices(user, monkeypatch)
     assert [device.post(HEARTBEAT).status_code for device in (phone, laptop, phone, laptop, phone)] == [200] * 4 + [429]
 
 
+@time_machine.travel(NOW, tick=False)
+def test_heartbeats_count_against_their_own_limit_only(user, monkeypatch):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "user", "2/min")
+    client = client_for(user)
+    assert [client.post(HEARTBEAT).status_code for _ in range(5)] == [200] * 5
+    # Other requests still meet the general per-user limit.
+    assert [client.get("/api/users/me/").status_code for _ in range(3)] == [200, 200, 429]
+
+
 def test_the_default_heartbeat_limit_leaves_room_for_several_devices(settings):
     rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["heartbeat"]
     allowed, period = ScopedRateThrottle().parse_rate(rate)
