@@ -37,9 +37,12 @@ def pytest_report_header(config):
 
 def pytest_runtest_setup(item):
     missing = _missing_services(item)
-    if not missing:
-        return
-    reason = "needs " + " and ".join(missing)
+    if missing:
+        skip_for_missing_service("needs " + " and ".join(missing))
+
+
+def skip_for_missing_service(reason):
+    """Skip, saying what is missing; fail instead under OFFCHAT_REQUIRE_SERVICES=1 (CI)."""
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason}, and OFFCHAT_REQUIRE_SERVICES=1 forbids skipping it", pytrace=False)
     pytest.skip(reason)

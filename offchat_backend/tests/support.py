@@ -177,31 +177,15 @@ class PrivatePostgres:
                 shutil.chown(self.directory, "postgres")
             self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory}"
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.directory / "log"),
-            "-o",
-            options,
-            "-w",
-            "start",
-        )
+        self._pg_ctl("-o", options, "start")
 
     def restart(self):
         """A fast restart, as `systemctl restart postgresql` does: open connections are cut."""
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.directory / "log"),
-            "-m",
-            "fast",
-            "-w",
-            "restart",
-        )
+        self._pg_ctl("-m", "fast", "restart")
+
+    def _pg_ctl(self, *arguments):
+        log = str(self.directory / "log")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-w", *arguments)
 
     def stop(self):
         if (self.data / "postmaster.pid").exists():

@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 from django.conf import settings
 
-from conftest import REQUIRE_SERVICES
+from conftest import skip_for_missing_service
 from offchat_backend.tests.support import (
     REPO,
     VENV_BIN,
@@ -135,10 +135,7 @@ class HeartbeatLoad:
 @pytest.fixture
 def private_postgres():
     if postgres_bin_dir() is None:
-        message = "needs PostgreSQL's server binaries (apt-get install postgresql)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message}, and OFFCHAT_REQUIRE_SERVICES=1 forbids skipping it", pytrace=False)
-        pytest.skip(message)
+        skip_for_missing_service("needs PostgreSQL's server binaries (apt-get install postgresql)")
     server = PrivatePostgres()
     server.start()
     yield server

@@ -9,7 +9,7 @@ import time_machine
 from django.utils import timezone
 from rest_framework.throttling import ScopedRateThrottle
 
-from conftest import REQUIRE_SERVICES
+from conftest import skip_for_missing_service
 from offchat_backend.tests.support import PrivateRedis, free_port
 from users import throttling
 from users.models import OnlineStatus, User
@@ -173,10 +173,7 @@ def test_a_bad_request_body_is_still_a_400_while_the_cache_is_down(settings, api
 @pytest.fixture
 def private_redis(tmp_path):
     if not shutil.which("redis-server"):
-        message = "needs redis-server (apt-get install redis-server)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message}, and OFFCHAT_REQUIRE_SERVICES=1 forbids skipping it", pytrace=False)
-        pytest.skip(message)
+        skip_for_missing_service("needs redis-server (apt-get install redis-server)")
     server = PrivateRedis(tmp_path)
     server.start()
     yield server
