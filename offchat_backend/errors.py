@@ -1,5 +1,6 @@
 """One place that turns errors into JSON responses with the right status."""
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
@@ -9,8 +10,15 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
-from offchat_backend.parsers import RequestBodyTooLarge
 from users.exceptions import InvalidCursorError, RefreshTokenNotOwnedError, ResyncRequiredError
+
+
+class RequestBodyTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_body_too_large"
+
+    def __init__(self):
+        super().__init__(f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
 
 
 class DatabaseUnavailable(exceptions.APIException):
@@ -38,7 +46,7 @@ def _as_api_exception(exc):
         return InvalidToken(str(exc))
     if isinstance(exc, OperationalError | InterfaceError):
         return DatabaseUnavailable()
-    if isinstance(exc, RequestDataTooBig):
+    if isinstance(exc, RequestDataTooBig):  # Django's DATA_UPLOAD_MAX_MEMORY_SIZE
         return RequestBodyTooLarge()
     if isinstance(exc, DjangoValidationError):
         return exceptions.ValidationError(as_serializer_error(exc))

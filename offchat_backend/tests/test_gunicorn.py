@@ -129,3 +129,27 @@ def test_gunicorn_serves_the_dashboard_files_and_health(gunicorn):
     status, health, _ = fetch(gunicorn, "/api/health/")
     assert status == 503  # no worker runs in this test: no sweep ever completed
     assert json.loads(health)["checks"]["database"] == {"ok": True, "vendor": "postgresql"}
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_refuses_an_oversized_body_with_a_json_413(gunicorn):
+    """Django's DATA_UPLOAD_MAX_MEMORY_SIZE, answered as the API's JSON 413 (not Django's bare
+    400) through a real server."""
+    gunicorn, _ = gunicorn
+    user = UserFactory()
+    hasher = PBKDF2PasswordHasher()  # what production verifies with
+    User.objects.filter(pk=user.pk).update(password=hasher.encode(PASSWORD, hasher.salt()))
+    status, tokens = call(gunicorn, "/api/users/login/", {"username": user.username, "password": PASSWORD})
+    assert status == 200, tokens
+
+    padding = "x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    status, error = call(
+        gunicorn, "/api/users/heartbeat/", {"status": "away", "padding": padding}, token=tokens["access"]
+    )
+    assert (status, error) == (
+        413,
+        {"detail": f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."},
+    )
+    assert User.objects.get(pk=user.pk).presence_sessions.get().reported_status == "online"
