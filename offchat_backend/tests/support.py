@@ -1,5 +1,6 @@
 """Helpers for tests that start the project's own processes (worker, gunicorn, settings)."""
 
+import json
 import os
 import shutil
 import signal
@@ -61,6 +62,34 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# The host the production-settings processes under test serve (their ALLOWED_HOSTS).
+PROXIED_HOST = "presence.example.com"
+
+
+def api_request(port, path, *, token=None, body=None, method=None, timeout=10):
+    """A request as the TLS proxy in front of gunicorn passes it on: (status, the body parsed as
+    JSON, or as text when it is not); a connection failure is status 0."""
+    headers = {"Host": PROXIED_HOST, "X-Forwarded-Proto": "https", "Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    call = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(call, timeout=timeout) as response:
+            return response.status, _parsed(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, _parsed(error.read())
+    except OSError:
+        return 0, None
+
+
+def _parsed(content):
+    try:
+        return json.loads(content or "null")
+    except ValueError:
+        return content.decode(errors="replace")
 
 
 def answers_http(port):
@@ -191,3 +220,14 @@ class PrivatePostgres:
         if (self.data / "postmaster.pid").exists():
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def waiting_on_a_lock():
+    """Whether some connection to the test database waits for a row lock (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        # Activity statistics are a snapshot per transaction, and the caller may hold one open.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import psycopg2
 import pytest
@@ -18,10 +16,12 @@ from django.conf import settings
 
 from conftest import skip_for_missing_service
 from offchat_backend.tests.support import (
+    PROXIED_HOST,
     REPO,
     VENV_BIN,
     PrivatePostgres,
     ProjectProcess,
+    api_request,
     clean_env,
     free_port,
     postgres_bin_dir,
@@ -33,7 +33,6 @@ from users.tests.factories import StaffFactory, UserFactory
 
 pytestmark = [pytest.mark.drill, pytest.mark.redis]
 
-HOST = "presence.example.com"
 UNTHROTTLED = {
     "THROTTLE_RATE_HEARTBEAT": "1000000/min",
     "THROTTLE_RATE_USER": "1000000/min",
@@ -42,35 +41,11 @@ UNTHROTTLED = {
 }
 
 
-def request(port, path, *, token=None, body=None, method=None, timeout=10):
-    """(status, the body parsed as JSON, or as text when it is not); a connection failure is
-    status 0."""
-    headers = {"Host": HOST, "X-Forwarded-Proto": "https", "Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    call = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(call, timeout=timeout) as response:
-            return response.status, _parsed(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, _parsed(error.read())
-    except OSError:
-        return 0, None
-
-
-def _parsed(content):
-    try:
-        return json.loads(content or "null")
-    except ValueError:
-        return content.decode(errors="replace")
-
-
 def production_env(tmp_path, database_url, *, secret_key, **config):
     return clean_env(
         DJANGO_SETTINGS_MODULE="offchat_backend.settings.production",
         SECRET_KEY=secret_key,
-        ALLOWED_HOSTS=HOST,
+        ALLOWED_HOSTS=PROXIED_HOST,
         DATABASE_URL=database_url,
         REDIS_URL=settings.REDIS_URL,
         LOCAL_STATE_DIR=str(tmp_path),
@@ -95,7 +70,7 @@ def start_gunicorn(env, log_path, workers=2):
     )
     try:
         # Probed with the expected Host, so that the logs hold no DisallowedHost noise.
-        server.wait_for(lambda: request(port, "/metrics", timeout=1)[0] == 200, timeout=30)
+        server.wait_for(lambda: api_request(port, "/metrics", timeout=1)[0] == 200, timeout=30)
     except BaseException:
         server.stop()
         raise
@@ -116,7 +91,7 @@ class HeartbeatLoad:
     def _run(self, index):
         while not self._stop.is_set():
             port = self.ports[len(self.answers) % len(self.ports)]
-            status, body = request(port, "/api/users/heartbeat/", token=self.tokens[index], body={}, timeout=5)
+            status, body = api_request(port, "/api/users/heartbeat/", token=self.tokens[index], body={}, timeout=5)
             with self._lock:
                 self.answers.append((time.monotonic(), index, status, body))
             self._stop.wait(self.interval)
@@ -262,12 +237,14 @@ def test_drill_two_web_processes_and_two_workers_agree(tmp_path):
 
         # Every user shows up through both web processes in turn.
         for index, token in enumerate(tokens):
-            assert request(web[index % 2], "/api/users/heartbeat/", token=token, body={})[0] == 200
+            assert api_request(web[index % 2], "/api/users/heartbeat/", token=token, body={})[0] == 200
         for index, user in enumerate(away):
             token = tokens[users.index(user)]
-            assert request(web[index % 2], "/api/users/heartbeat/", token=token, body={"status": "away"})[0] == 200
+            assert api_request(web[index % 2], "/api/users/heartbeat/", token=token, body={"status": "away"})[0] == 200
         leaving = issued[users.index(leave[0])]
-        assert request(web[1], "/api/users/logout/", token=leaving.access, body={"refresh": leaving.refresh})[0] == 200
+        assert (
+            api_request(web[1], "/api/users/logout/", token=leaving.access, body={"refresh": leaving.refresh})[0] == 200
+        )
 
         kept_tokens = [tokens[users.index(user)] for user in keep]
         away_tokens = [tokens[users.index(user)] for user in away]
@@ -277,7 +254,7 @@ def test_drill_two_web_processes_and_two_workers_agree(tmp_path):
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 for token in away_tokens:
-                    request(web[0], "/api/users/heartbeat/", token=token, body={"status": "away"})
+                    api_request(web[0], "/api/users/heartbeat/", token=token, body={"status": "away"})
                 if set(User.objects.filter(pk__in=[u.pk for u in vanish]).values_list("online_status", flat=True)) == {
                     OnlineStatus.OFFLINE
                 }:
@@ -285,9 +262,10 @@ def test_drill_two_web_processes_and_two_workers_agree(tmp_path):
                 time.sleep(0.5)
 
             views = [
-                request(port, "/api/users/admin/users/?page_size=200&ordering=id", token=staff_token)[1] for port in web
+                api_request(port, "/api/users/admin/users/?page_size=200&ordering=id", token=staff_token)[1]
+                for port in web
             ]
-            summaries = [request(port, "/api/users/admin/users/summary/", token=staff_token)[1] for port in web]
+            summaries = [api_request(port, "/api/users/admin/users/summary/", token=staff_token)[1] for port in web]
     finally:
         for process in processes:
             process.stop()

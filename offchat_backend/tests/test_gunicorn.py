@@ -17,6 +17,7 @@ from offchat_backend.tests.support import (
     VENV_BIN,
     ProjectProcess,
     answers_http,
+    api_request,
     clean_env,
     free_port,
     session_database_url,
@@ -26,17 +27,8 @@ from users.tests.factories import PASSWORD, UserFactory
 
 
 def call(port, path, body=None, token=None):
-    headers = {"Content-Type": "application/json", "X-Forwarded-Proto": "https", "Host": "presence.example.com"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=json.dumps(body or {}).encode(), headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    """A POST with a JSON body (`{}` when none)."""
+    return api_request(port, path, token=token, body=body or {})
 
 
 @pytest.fixture

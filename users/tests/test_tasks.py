@@ -8,13 +8,20 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from offchat_backend.celery import app
-from offchat_backend.tests.support import REPO, VENV_BIN, ProjectProcess, clean_env, session_database_url
+from offchat_backend.tests.support import (
+    REPO,
+    VENV_BIN,
+    ProjectProcess,
+    clean_env,
+    session_database_url,
+    waiting_on_a_lock,
+)
 from users import tasks
 from users.models import OnlineStatus, PresenceSession, PresenceSweep, SessionEndReason, User
 from users.selectors.health import system_health
@@ -161,16 +168,6 @@ def test_real_worker_with_beat_runs_on_the_embedded_defaults_with_no_environment
     assert "filesystem://" in worker.output()
 
 
-def _waiting_on_a_lock():
-    """Whether some connection to this database waits for a row lock."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")  # statistics are a snapshot per transaction
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0] > 0
-
-
 def _postgres_worker_env(settings, tmp_path, name, **config):
     return worker_env(
         DJANGO_SETTINGS_MODULE="offchat_backend.settings.development",
@@ -202,7 +199,7 @@ def test_drill_a_worker_killed_mid_sweep_leaves_nothing_half_applied(start_worke
     with transaction.atomic():
         User.objects.select_for_update().get(pk=second.pk)
         killed = start_worker(env)
-        killed.wait_for(_waiting_on_a_lock)  # beat's first sweep is mid-way, inside its transaction
+        killed.wait_for(waiting_on_a_lock)  # beat's first sweep is mid-way, inside its transaction
         os.killpg(killed.process.pid, signal.SIGKILL)
         killed.process.wait(timeout=10)
     # The orphaned PostgreSQL backend gets the lock now, fails to answer its dead client,
@@ -235,7 +232,7 @@ def test_drill_two_beats_by_mistake_sweep_one_at_a_time(start_worker, tmp_path, 
         User.objects.select_for_update().get(pk=stale[-1].pk)
         for name in ("one", "two"):
             workers.append(start_worker(_postgres_worker_env(settings, tmp_path, name)))
-        workers[0].wait_for(_waiting_on_a_lock)
+        workers[0].wait_for(waiting_on_a_lock)
         workers[0].wait_for(lambda: sum(w.output().count("event=presence_sweep_skipped") for w in workers) >= 3)
         assert all(User.objects.get(pk=user.pk).online_status == OnlineStatus.ONLINE for user in stale)
 

@@ -9,6 +9,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from offchat_backend.tests.support import waiting_on_a_lock
 from users.models import OnlineStatus, PresenceSession, PresenceSweep, ReportedStatus, SessionEndReason, User
 from users.selectors.accounts import online_users_for_admin
 from users.selectors.presence import effective_status
@@ -401,16 +402,10 @@ def _close_connection_after(work):
 
 def _wait_until_blocked_on_a_lock(timeout=10.0):
     deadline = time.monotonic() + timeout
-    with connections["default"].cursor() as cursor:
-        while time.monotonic() < deadline:
-            # Activity statistics are a snapshot per transaction, and the caller holds one open.
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.02)
+    while time.monotonic() < deadline:
+        if waiting_on_a_lock():
+            return
+        time.sleep(0.02)
     raise AssertionError("the sweep never waited for the heartbeat's row lock")
 
 
