@@ -51,10 +51,10 @@ def skip_for_missing_service(reason):
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch):
     """Throttle counters live in the cache; each test starts with none, and with the
-    throttles trusting the cache again (users.throttling pauses after a cache failure)."""
+    throttles trusting the cache again (users.api.throttling pauses after a cache failure)."""
     from django.core.cache import cache
 
-    from users import throttling
+    from users.api import throttling
 
     monkeypatch.setattr(throttling, "_cache_unavailable_until", 0.0)
     cache.clear()

@@ -220,8 +220,8 @@ def mint_tokens(*, user_ids, path):
     from django.utils import timezone
     from rest_framework_simplejwt.tokens import AccessToken
 
-    from users.authentication import SESSION_CLAIM
     from users.models import User
+    from users.selectors.sessions import SESSION_CLAIM
 
     now = timezone.now().isoformat()
     session_ids = [uuid.uuid4() for _ in user_ids]

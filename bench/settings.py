@@ -21,7 +21,7 @@ else:
     REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}  # noqa: F405
 
 if not env.bool("BENCH_PRESENCE_MIDDLEWARE", default=True):
-    MIDDLEWARE = [name for name in MIDDLEWARE if name != "users.middleware.PresenceMiddleware"]
+    MIDDLEWARE = [name for name in MIDDLEWARE if name != "users.api.middleware.PresenceMiddleware"]
 
 # django-online-users, for row 3's comparison (installed from bench/requirements.txt).
 INSTALLED_APPS = [*INSTALLED_APPS, "online_users"]

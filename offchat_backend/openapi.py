@@ -8,7 +8,7 @@ add what the rules cannot see with `extend_schema(responses=...)`.
 
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
 
@@ -34,30 +34,12 @@ ERROR_DESCRIPTIONS = {
     "429": "Too many requests; `Retry-After` says when to try again.",
 }
 WRITE_METHODS = {"POST", "PUT", "PATCH"}
-KEYSET_PARAMETERS = [
-    OpenApiParameter(
-        "paging",
-        str,
-        enum=["keyset"],
-        description="`keyset`: pages without a count that continue from `next` (fast at any depth); "
-        "order by username or id only.",
-    ),
-    OpenApiParameter("after", str, description="Where a keyset page starts: take it from `next`."),
-]
-SINCE_PARAMETER = OpenApiParameter(
-    "since",
-    str,
-    description=(
-        "A `cursor` from an earlier answer: answer only the users changed since, and the ids that left "
-        "this list, as `{results, removed, cursor}`. 400 with `code: resync_required` when too old."
-    ),
-)
 
 
 class SessionJWTScheme(SimpleJWTScheme):
     """Our JWT authentication is simplejwt's, plus the session check: the same Bearer scheme."""
 
-    target_class = "users.authentication.SessionJWTAuthentication"
+    target_class = "users.api.authentication.SessionJWTAuthentication"
 
 
 def error(code: str, description: str | None = None) -> OpenApiResponse:
@@ -66,18 +48,10 @@ def error(code: str, description: str | None = None) -> OpenApiResponse:
 
 
 class AutoSchema(SpectacularAutoSchema):
-    def get_override_parameters(self):
-        parameters = super().get_override_parameters()
-        if self._is_presence_list():
-            parameters += [SINCE_PARAMETER, *KEYSET_PARAMETERS]
-        return parameters
-
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         if direction != "response":
             return responses
-        if self._is_presence_list():
-            responses = {**responses, **self._presence_list_responses(responses["200"])}
         for code, response in self._error_responses().items():
             if code not in responses:
                 responses[code] = self._get_response_for_code(response, code, direction=direction)
@@ -89,10 +63,15 @@ class AutoSchema(SpectacularAutoSchema):
             schema["additionalProperties"] = False  # the serializer refuses them with a 400
         return schema
 
+    def validates_query(self) -> bool:
+        """Whether the operation validates its query string (400) though it is no list view;
+        a view's own schema class says so."""
+        return False
+
     def _error_responses(self) -> dict[str, OpenApiResponse]:
         permissions = self.view.get_permissions()
         errors = {}
-        if self.method in WRITE_METHODS or self._is_list_view() or self._is_presence_list():
+        if self.method in WRITE_METHODS or self._is_list_view() or self.validates_query():
             errors["400"] = VALIDATION_ERROR
         if not all(isinstance(permission, AllowAny) for permission in permissions):
             errors["401"] = error("401")
@@ -107,47 +86,3 @@ class AutoSchema(SpectacularAutoSchema):
         if self.view.get_throttles():
             errors["429"] = error("429")
         return errors
-
-    def _is_presence_list(self) -> bool:
-        from users.views import PresenceListMixin
-
-        action = getattr(self.view, "action", "list")  # plain generic views have no action
-        return isinstance(self.view, PresenceListMixin) and action in PresenceListMixin.feed_actions
-
-    def _presence_list_responses(self, page_response) -> dict:
-        """A full page carries `cursor` and an ETag; `?since=` answers a change feed instead."""
-        serializer = self.get_response_serializers()
-        row = self.resolve_serializer(getattr(serializer, "child", serializer), "response").ref
-        page = page_response["content"]["application/json"]["schema"]
-        # Closed shapes (additionalProperties false), so that exactly one of the three matches.
-        feed = {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["results", "removed", "cursor"],
-            "properties": {
-                "results": {"type": "array", "items": row},
-                "removed": {"type": "array", "items": {"type": "integer"}},
-                "cursor": {"type": "string"},
-            },
-        }
-        with_cursor = {"allOf": [page, {"type": "object", "properties": {"cursor": {"type": "string"}}}]}
-        keyset_page = {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["results", "cursor"],
-            "properties": {
-                "next": {"type": "string", "format": "uri", "nullable": True},
-                "previous": {"type": "string", "format": "uri", "nullable": True},
-                "results": {"type": "array", "items": row},
-                "cursor": {"type": "string"},
-            },
-        }
-        return {
-            "200": {
-                **page_response,
-                "description": "A page (with an `ETag` header); with `?paging=keyset` a page without a count; "
-                "with `?since=` the changes since that cursor.",
-                "content": {"application/json": {"schema": {"oneOf": [with_cursor, keyset_page, feed]}}},
-            },
-            "304": {"description": "`If-None-Match` matched the page's ETag: nothing changed."},
-        }

@@ -9,7 +9,7 @@ class DepthSafeJSONParser(JSONParser):
     recursion limit (20,000 brackets fit in a small body).
 
     Size needs nothing here: DRF reads JSON bodies through `request.body`, where Django's
-    DATA_UPLOAD_MAX_MEMORY_SIZE applies, and offchat_backend.errors answers that with a 413."""
+    DATA_UPLOAD_MAX_MEMORY_SIZE applies, and offchat_backend.exception_handler answers that with a 413."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:

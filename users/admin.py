@@ -5,7 +5,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from users.models import PRESENCE_FIELDS, OnlineStatus, PresenceSession, User
-from users.selectors.presence import effective_status_expression, status_q
+from users.presence_rules import effective_status_expression, status_q
 from users.services import auth, presence
 
 PRESENCE_FIELD_ORDER = ["online_status", "last_seen", "last_active", "manual_status", "share_presence"]

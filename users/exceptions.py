@@ -1,17 +1,13 @@
-"""Domain errors. offchat_backend.errors maps each to an HTTP status in one place."""
+"""Domain errors: each names its HTTP status and code (offchat_backend.errors.DomainError);
+offchat_backend.exception_handler answers them in one place."""
 
-
-class DomainError(Exception):
-    message = ""
-
-    def __init__(self, message=None):
-        super().__init__(message or self.message)
-        self.message = message or self.message
+from offchat_backend.errors import DomainError
 
 
 class RefreshTokenNotOwnedError(DomainError):
     """A user tried to revoke a refresh token that was issued to somebody else."""
 
+    status = 403
     message = "This refresh token belongs to another user."
 
 
@@ -19,9 +15,36 @@ class InvalidCursorError(DomainError):
     """A change-feed cursor that this server never handed out."""
 
     code = "invalid_cursor"
+    field = "since"
 
 
 class ResyncRequiredError(DomainError):
     """A change-feed cursor the server can no longer answer for: the client reloads the list."""
 
     code = "resync_required"
+    field = "since"
+
+
+# A token that cannot open a session: 401, with simplejwt's body shape ({detail, code}).
+class TokenWithoutSessionError(DomainError):
+    status = 401
+    code = "token_not_valid"
+    message = "Token belongs to no session: log in again."
+
+
+class SessionNotFoundError(DomainError):
+    status = 401
+    code = "session_not_found"
+    message = "Session not found."
+
+
+class SessionRevokedError(DomainError):
+    status = 401
+    code = "session_revoked"
+    message = "This session has been logged out."
+
+
+class UserInactiveError(DomainError):
+    status = 401
+    code = "user_inactive"
+    message = "User is inactive"

@@ -38,7 +38,7 @@ PRESENCE_FIELDS = frozenset(
 class User(AbstractUser):
     # The materialized status: what the user's live sessions report (online beats away), or
     # offline with none. What endpoints show is computed from it at read time
-    # (users.selectors.presence), so a dead sweeper never shows a stale user online.
+    # (users.presence_rules), so a dead sweeper never shows a stale user online.
     online_status = models.CharField(max_length=7, choices=OnlineStatus.choices, default=OnlineStatus.OFFLINE)
     # The connection was alive (any request, any heartbeat), newest over all sessions.
     last_seen = models.DateTimeField(null=True, blank=True)
@@ -70,14 +70,13 @@ class User(AbstractUser):
         ]
 
     def save(self, *args, **kwargs):
-        """Saving an existing user never writes presence; a new user enters the change feed.
+        """Saving an existing user never writes presence; the save and its change-feed entry
+        (users.signals, on post_save) commit together.
 
         Presence is written only by users.services.presence, in conditional UPDATEs. A plain
         save (the Django admin, a password change) would otherwise write back the status and
         last_seen it loaded earlier, undoing a heartbeat or a sweep that committed since.
         """
-        from users.services import presence
-
         if not self._state.adding and kwargs.get("update_fields") is None:
             kwargs["update_fields"] = [
                 field.name
@@ -86,13 +85,6 @@ class User(AbstractUser):
             ]
         with transaction.atomic():
             super().save(*args, **kwargs)
-            presence.record_account_change(user=self)
-
-    @property
-    def is_online(self):
-        from users.selectors.presence import effective_status
-
-        return effective_status(user=self) == OnlineStatus.ONLINE
 
 
 class PresenceSession(models.Model):

@@ -46,7 +46,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "users.middleware.PresenceMiddleware",
+    "users.api.middleware.PresenceMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -219,18 +219,18 @@ if CELERY_BEAT_SCHEDULE_FILENAME:
 
 # --- REST framework and JWT ---------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["users.authentication.SessionJWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["users.api.authentication.SessionJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["offchat_backend.parsers.DepthSafeJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "users.pagination.UserPagination",
+    "DEFAULT_PAGINATION_CLASS": "users.api.pagination.UserPagination",
     "PAGE_SIZE": 50,
-    # DRF's throttles, letting requests through while the cache is unreachable (users.throttling).
+    # DRF's throttles, letting requests through while the cache is unreachable (users.api.throttling).
     "DEFAULT_THROTTLE_CLASSES": [
-        "users.throttling.AnonRateThrottle",
-        "users.throttling.UserRateThrottle",
-        "users.throttling.ScopedRateThrottle",
+        "users.api.throttling.AnonRateThrottle",
+        "users.api.throttling.UserRateThrottle",
+        "users.api.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_RATE_ANON", default="120/min"),
@@ -244,7 +244,7 @@ REST_FRAMEWORK = {
         # off without slowing anyone else.
         "heartbeat": env.str("THROTTLE_RATE_HEARTBEAT", default="30/min"),
     },
-    "EXCEPTION_HANDLER": "offchat_backend.errors.handle_api_exception",
+    "EXCEPTION_HANDLER": "offchat_backend.exception_handler.handle_api_exception",
     "DEFAULT_SCHEMA_CLASS": "offchat_backend.openapi.AutoSchema",
     # How many proxies in front of gunicorn append to X-Forwarded-For. Throttling keys on the
     # client address; with 0 it is the socket's peer, which a client cannot forge.
@@ -258,7 +258,7 @@ SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "AUTH_HEADER_TYPES": ("Bearer",),
-    "TOKEN_REFRESH_SERIALIZER": "users.serializers.TokenRefreshSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "users.api.serializers.auth.TokenRefreshSerializer",
 }
 
 

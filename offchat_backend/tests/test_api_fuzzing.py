@@ -28,7 +28,7 @@ EXCLUDED_CHECKS = [
     positive_data_acceptance,
     # It expects unknown query parameters to be refused; the API ignores them, as HTTP caches
     # and cache-busting clients expect. Wrong values of known parameters and bodies are 400s
-    # (tested in users/tests/test_filters.py and offchat_backend/tests/test_parsers.py).
+    # (tested in users/tests/api/test_filters.py and offchat_backend/tests/test_parsers.py).
     negative_data_rejection,
 ]
 

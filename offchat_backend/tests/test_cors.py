@@ -1,7 +1,7 @@
 import pytest
 
-from users.tests.conftest import client_for
 from users.tests.factories import UserFactory
+from users.tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 FRONTEND = "http://localhost:5173"

@@ -7,13 +7,11 @@ import pytest
 from django.test import Client
 
 from users.models import User
-from users.tests.conftest import client_for
+from users.tests import helpers
 from users.tests.factories import UserFactory
+from users.tests.helpers import HEARTBEAT, LOGIN, client_for
 
 pytestmark = pytest.mark.django_db
-
-HEARTBEAT = "/api/users/heartbeat/"
-LOGIN = "/api/users/login/"
 
 
 @pytest.fixture
@@ -28,9 +26,8 @@ def _stored(user):
 
 
 def assert_json_error(response, status_code):
-    assert response.status_code == status_code, response.content
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
+    """The shared check, plus: every refusal here has a non-empty JSON body."""
+    body = helpers.assert_json_error(response, status_code)
     assert body
     return body
 

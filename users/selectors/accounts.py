@@ -4,7 +4,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from users.models import OnlineStatus, User
-from users.selectors.presence import status_q
+from users.presence_rules import status_q
 
 DIRECTORY_FIELDS = (
     "id",

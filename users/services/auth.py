@@ -9,9 +9,9 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from offchat_backend.log_events import log_event
-from users.authentication import SESSION_CLAIM, session_of_token
 from users.exceptions import RefreshTokenNotOwnedError
 from users.models import PresenceSession, SessionEndReason, User
+from users.selectors.sessions import SESSION_CLAIM, session_of_token
 from users.services import presence
 
 logger = logging.getLogger(__name__)
@@ -38,8 +38,9 @@ def log_out(*, user: User, refresh_token: str) -> None:
     """Blacklist the refresh token and revoke its session; other sessions stay.
 
     Raises TokenError for an invalid, expired or already blacklisted token (also when two
-    logouts race with one token: only the first blacklists it) or one of a revoked session,
-    and RefreshTokenNotOwnedError for another user's token, which must not log that user out.
+    logouts race with one token: only the first blacklists it), the session errors of
+    session_of_token for one of a revoked session, and RefreshTokenNotOwnedError for
+    another user's token, which must not log that user out.
     """
     token = RefreshToken(refresh_token)
     if str(token.get(jwt_settings.USER_ID_CLAIM)) != str(user.pk):

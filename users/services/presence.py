@@ -5,7 +5,8 @@ stale values: concurrent writers (a heartbeat racing the sweep, two devices of o
 cannot undo each other, and a write that would change nothing does not happen.
 
 Locks are always taken in one order: session rows, then user rows, then the change-feed
-counter (users.models.PresenceSequence) last, so no two writers can deadlock.
+counter (users.services.feed) last, so no two writers can deadlock. What counts as present,
+away or stale is users.presence_rules; this module only applies it.
 
 Timestamps come from the application clock (`timezone.now()`), never the database's, so
 tests can move time with time-machine and every writer agrees on one clock.
@@ -22,18 +23,17 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from offchat_backend.log_events import log_event
-from users.models import (
-    PRESENT_STATUSES,
-    OnlineStatus,
-    PresenceSequence,
-    PresenceSession,
-    PresenceSweep,
-    PresenceTombstone,
-    ReportedStatus,
-    SessionEndReason,
-    User,
+from users.models import PRESENT_STATUSES, OnlineStatus, PresenceSession, PresenceSweep, SessionEndReason, User
+from users.presence_rules import (
+    aggregate_status,
+    aggregate_status_expression,
+    inactivity_timeout,
+    loaded_row_shows_the_same,
+    shows_the_same_after_activity,
+    transition_margin,
+    write_granularity,
 )
-from users.selectors.presence import away_after, inactivity_timeout, transition_margin
+from users.services.feed import next_feed_id, prune_tombstones, take_feed_id
 
 logger = logging.getLogger(__name__)
 
@@ -121,14 +121,14 @@ def record_activity(
         # the user's other sessions already show what it reports.
         if report_changed or not (
             User.objects.filter(pk=user.pk)
-            .filter(_shows_the_same_after_activity(reported_status=reported_status, active=active, at=at))
+            .filter(shows_the_same_after_activity(reported_status=reported_status, active=active, at=at))
             .update(**user_fields)
         ):
             _recompute_user(user=user, at=at, seen=True, active=active)
         elif timezone.now() - at > transition_margin():
             # Took longer than the change feed allows for; a poll may have read the old row
             # at a moment when it no longer held. A feed id makes pollers read it again.
-            _take_feed_id(user_ids=[user.pk])
+            take_feed_id(user_ids=[user.pk])
     session.last_seen, session.ended_at = at, None
     if not keeps_report:
         session.reported_status = reported_status
@@ -150,66 +150,15 @@ def _commit_without_waiting_for_disk() -> None:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-def _write_granularity(*, heartbeat: bool) -> timedelta:
-    """How old a row must be before activity rewrites it.
-
-    Heartbeats: PRESENCE_WRITE_GRANULARITY (25 s), just under their interval, so last_seen
-    moves with every heartbeat. Other requests wait one heartbeat interval longer (55 s):
-    while a client heartbeats, its heartbeats do all the writing and the requests between
-    them write nothing, yet a client that only makes requests is still kept online (Zulip
-    rewrites at 55 s). 0 turns coalescing off: every request writes (the benchmark's naive
-    baseline).
-    """
-    seconds = settings.PRESENCE_WRITE_GRANULARITY
-    if seconds and not heartbeat:
-        seconds += settings.PRESENCE_HEARTBEAT_INTERVAL
-    return timedelta(seconds=seconds)
-
-
 def _is_fresh(*, user: User, session: PresenceSession, at: datetime, active: bool, heartbeat: bool) -> bool:
-    fresh_since = at - _write_granularity(heartbeat=heartbeat)
+    fresh_since = at - write_granularity(heartbeat=heartbeat)
     stamps = [session.last_seen, user.last_seen]
     if active:
         stamps += [session.last_active, user.last_active]
     if any(stamp is None or stamp <= fresh_since for stamp in stamps):
         return False
     # Fresh, and far enough from every limit that skipping the write changes nothing shown.
-    return _loaded_row_shows_the_same(user=user, session=session, at=at, active=active)
-
-
-def _loaded_row_shows_the_same(*, user: User, session: PresenceSession, at: datetime, active: bool) -> bool:
-    """The Python form of _shows_the_same_after_activity, for rows loaded with the request
-    (a test checks that the two agree)."""
-    margin = transition_margin()
-    if user.online_status not in _statuses_that_absorb(session.reported_status):
-        return False
-    if user.last_seen <= at - inactivity_timeout() + margin:
-        return False
-    if not active or user.manual_status or user.online_status == OnlineStatus.AWAY:
-        return True
-    return user.last_active is not None and user.last_active > at - away_after() + margin
-
-
-def _statuses_that_absorb(reported_status: str) -> tuple[str, ...]:
-    """Stored statuses that a session reporting `reported_status` leaves as they are
-    (online beats away)."""
-    if reported_status == ReportedStatus.AWAY:
-        return PRESENT_STATUSES
-    return (OnlineStatus.ONLINE,)
-
-
-def _shows_the_same_after_activity(*, reported_status: str, active: bool, at: datetime) -> Q:
-    """The rows that this activity cannot move to another status, now or within the margin:
-    the fast path's WHERE clause. Anything else takes the slow path."""
-    margin = transition_margin()
-    same = Q(online_status__in=_statuses_that_absorb(reported_status), last_seen__gt=at - inactivity_timeout() + margin)
-    if active:
-        same &= (
-            Q(manual_status__isnull=False)
-            | Q(online_status=OnlineStatus.AWAY)
-            | Q(last_active__gt=at - away_after() + margin)
-        )
-    return same
+    return loaded_row_shows_the_same(user=user, session=session, at=at, active=active)
 
 
 # --- Statuses set by people -----------------------------------------------------------
@@ -219,7 +168,7 @@ def set_manual_status(*, user: User, status: str | None) -> bool:
         # exclude(manual_status=None) is "IS NOT NULL": clearing an empty status writes nothing.
         changed = User.objects.filter(pk=user.pk).exclude(manual_status=status).update(manual_status=status)
         if changed:
-            _take_feed_id(user_ids=[user.pk])
+            take_feed_id(user_ids=[user.pk])
     user.manual_status = status
     return bool(changed)
 
@@ -228,7 +177,7 @@ def set_share_presence(*, user: User, share: bool) -> bool:
     with transaction.atomic():
         changed = User.objects.filter(pk=user.pk).exclude(share_presence=share).update(share_presence=share)
         if changed:
-            _take_feed_id(user_ids=[user.pk])
+            take_feed_id(user_ids=[user.pk])
     user.share_presence = share
     return bool(changed)
 
@@ -246,7 +195,7 @@ def admin_set_status(*, user: User, status: str, at=None) -> None:
         elif not live_sessions.exists():
             status = OnlineStatus.OFFLINE
         User.objects.filter(pk=user.pk).update(online_status=status)
-        _take_feed_id(user_ids=[user.pk])
+        take_feed_id(user_ids=[user.pk])
     user.online_status = status
 
 
@@ -286,21 +235,16 @@ def mark_inactive_users_offline(*, now=None) -> int:
             .filter(Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True))
             .values_list("pk", flat=True)
         )
-        # Users who lost a session but keep another: what the rest report may differ.
-        regrouped = {
-            user_id
-            for user_id in {user_id for _, user_id in idle} - stale
-            if _write_aggregate_status(user=User.objects.select_for_update().get(pk=user_id))
-        }
+        regrouped = _users_whose_sessions_report_otherwise(user_ids={user_id for _, user_id in idle} - stale)
         if stale or regrouped:
             # Every row below is locked already, so the counter is still the last lock taken;
             # status and feed id go in one UPDATE: one new row version per user, not two.
-            update_id = _next_feed_id()
+            update_id = next_feed_id()
             User.objects.filter(pk__in=stale).update(online_status=OnlineStatus.OFFLINE, presence_update_id=update_id)
-            User.objects.filter(pk__in=regrouped).update(presence_update_id=update_id)
-        PresenceTombstone.objects.filter(
-            deleted_at__lt=now - timedelta(seconds=settings.PRESENCE_FEED_MAX_AGE)
-        ).delete()
+            User.objects.filter(pk__in=regrouped).update(
+                online_status=aggregate_status_expression(), presence_update_id=update_id
+            )
+        prune_tombstones(older_than=now - timedelta(seconds=settings.PRESENCE_FEED_MAX_AGE))
         duration = time.perf_counter() - started
         _record_sweep(finished_at=now, duration=duration, users_marked_offline=len(stale), sessions_ended=len(idle))
     log_event(
@@ -311,6 +255,21 @@ def mark_inactive_users_offline(*, now=None) -> int:
         duration_ms=round(duration * 1000, 1),
     )
     return len(stale)
+
+
+def _users_whose_sessions_report_otherwise(*, user_ids: set[int]) -> list[int]:
+    """Of users who lost a session but keep another, those whose remaining sessions report
+    another status than the stored one. Two statements whatever their number: lock the
+    rows, then compare each with what its live sessions now report."""
+    if not user_ids:
+        return []
+    locked = list(User.objects.select_for_update().filter(pk__in=user_ids).order_by("pk").values_list("pk", flat=True))
+    return list(
+        User.objects.filter(pk__in=locked)
+        .alias(reported=aggregate_status_expression())
+        .exclude(online_status=F("reported"))
+        .values_list("pk", flat=True)
+    )
 
 
 def _lock_the_sweep() -> bool:
@@ -337,20 +296,6 @@ def _record_sweep(*, finished_at, duration: float, users_marked_offline: int, se
     )
 
 
-# --- Accounts in the change feed ------------------------------------------------------
-def record_account_change(*, user: User) -> None:
-    """A new or edited account (names, deactivation) reaches pollers through the feed."""
-    with transaction.atomic():
-        user.presence_update_id = _take_feed_id(user_ids=[user.pk])
-
-
-def record_account_deleted(*, user_id: int) -> None:
-    with transaction.atomic():
-        PresenceTombstone.objects.update_or_create(
-            user_id=user_id, defaults={"presence_update_id": _next_feed_id(), "deleted_at": timezone.now()}
-        )
-
-
 # --- Internals ------------------------------------------------------------------------
 def _recompute_user(*, user: User, at: datetime, seen: bool, active: bool) -> None:
     """The slow path: lock the user's row, derive the stored status from the live sessions,
@@ -363,46 +308,13 @@ def _recompute_user(*, user: User, at: datetime, seen: bool, active: bool) -> No
         fields["last_active"] = max(filter(None, [locked.last_active, at]))
     status = _aggregate_status(user_id=user.pk)
     User.objects.filter(pk=user.pk).update(**fields, online_status=status)
-    update_id = _take_feed_id(user_ids=[user.pk])
+    update_id = take_feed_id(user_ids=[user.pk])
     for name, value in fields.items():
         setattr(user, name, value)
     user.online_status, user.presence_update_id = status, update_id
 
 
 def _aggregate_status(*, user_id: int) -> str:
-    """Online beats away beats offline (Synapse's priority across devices)."""
-    reported = set(
+    return aggregate_status(
         PresenceSession.objects.filter(user_id=user_id, ended_at__isnull=True).values_list("reported_status", flat=True)
     )
-    if ReportedStatus.ONLINE in reported:
-        return OnlineStatus.ONLINE
-    return OnlineStatus.AWAY if reported else OnlineStatus.OFFLINE
-
-
-def _write_aggregate_status(*, user: User) -> bool:
-    status = _aggregate_status(user_id=user.pk)
-    return bool(User.objects.filter(pk=user.pk).exclude(online_status=status).update(online_status=status))
-
-
-def _take_feed_id(*, user_ids) -> int:
-    update_id = _next_feed_id()
-    User.objects.filter(pk__in=list(user_ids)).update(presence_update_id=update_id)
-    return update_id
-
-
-def _next_feed_id() -> int:
-    """The next change-feed id. Its row lock is held until the caller's transaction commits,
-    so no later id can commit before this one: callers take it last."""
-    assert connection.in_atomic_block, "a feed id is taken inside the transaction it numbers"
-    table = PresenceSequence._meta.db_table
-    with connection.cursor() as cursor:
-        for _ in range(2):
-            cursor.execute(
-                f"UPDATE {table} SET last_update_id = last_update_id + 1 WHERE id = 1 RETURNING last_update_id"
-            )
-            row = cursor.fetchone()
-            if row:
-                return row[0]
-            # The row is made by a migration; a test database flush removes it.
-            PresenceSequence.objects.get_or_create(pk=1)
-    raise RuntimeError("presence_sequence has no row")

@@ -2,6 +2,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from users.tests.factories import StaffFactory, UserFactory
+from users.tests.helpers import client_for
 
 
 @pytest.fixture
@@ -17,20 +18,6 @@ def user(db):
 @pytest.fixture
 def staff(db):
     return StaffFactory()
-
-
-def client_with_token(access):
-    """An API client that sends `access` as its Bearer token, as a logged-in browser does."""
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
-    return client
-
-
-def client_for(user):
-    """An API client with a real access token of `user`, from a real login (a new session)."""
-    from users.services import auth
-
-    return client_with_token(auth.log_in(user=user).access)
 
 
 @pytest.fixture

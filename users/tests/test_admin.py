@@ -5,8 +5,8 @@ from django.utils import timezone
 
 from users.models import OnlineStatus, PresenceSession, User
 from users.services import auth, presence
-from users.tests.conftest import client_with_token
 from users.tests.factories import UserFactory
+from users.tests.helpers import client_with_token
 
 pytestmark = pytest.mark.django_db
 

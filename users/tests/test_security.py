@@ -14,13 +14,10 @@ from django.utils import timezone
 
 from users.models import OnlineStatus, User
 from users.services import auth
-from users.tests.conftest import client_for, client_with_token
 from users.tests.factories import PASSWORD, StaffFactory, UserFactory
+from users.tests.helpers import HEARTBEAT, ME, client_for, client_with_token
 
 pytestmark = pytest.mark.django_db
-
-HEARTBEAT = "/api/users/heartbeat/"
-ME = "/api/users/me/"
 
 
 def _b64(data: bytes) -> str:

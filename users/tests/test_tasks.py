@@ -24,7 +24,7 @@ from offchat_backend.tests.support import (
 )
 from users import tasks
 from users.models import OnlineStatus, PresenceSession, PresenceSweep, SessionEndReason, User
-from users.selectors.health import system_health
+from users.ops.health import system_health
 from users.services import auth, presence
 from users.tests.factories import UserFactory
 

@@ -3,7 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from users.selectors.health import DEGRADED, OK, system_health
+from users.ops.health import DEGRADED, OK, system_health
 from users.selectors.presence import status_counts
 
 

@@ -1,4 +1,3 @@
-import itertools
 import threading
 import time
 from datetime import timedelta
@@ -11,18 +10,14 @@ from django.utils import timezone
 
 from offchat_backend.tests.support import waiting_on_a_lock
 from users.models import OnlineStatus, PresenceSession, PresenceSweep, ReportedStatus, SessionEndReason, User
+from users.presence_rules import effective_status
 from users.selectors.accounts import online_users_for_admin
-from users.selectors.presence import effective_status
 from users.services import presence
 from users.tests.factories import UserFactory
+from users.tests.helpers import stored
 
 NOW = timezone.now().replace(microsecond=0)
 TIMEOUT = timedelta(seconds=120)
-
-
-def stored(user):
-    user = User.objects.get(pk=user.pk)
-    return user.online_status, user.last_seen
 
 
 def shown(user, at=NOW):
@@ -186,29 +181,6 @@ class TestRecordActivity:
         with time_machine.travel(NOW + timedelta(seconds=71), tick=False):
             assert touch(session, at=NOW + timedelta(seconds=10))
         assert feed_id(session.user) > before
-
-
-@pytest.mark.django_db
-def test_the_fast_paths_python_and_sql_forms_agree():
-    """The zero-query skip trusts the Python form; the UPDATE's WHERE is the SQL form."""
-    from users.services.presence import _loaded_row_shows_the_same, _shows_the_same_after_activity
-
-    at = NOW
-    ages = [None, timedelta(seconds=30), timedelta(seconds=61), timedelta(seconds=250)]
-    for stored_status, seen, active_age, manual, report, active in itertools.product(
-        OnlineStatus.values, ages[1:], ages, [None, OnlineStatus.AWAY], ReportedStatus.values, [True, False]
-    ):
-        user = UserFactory(
-            online_status=stored_status,
-            last_seen=at - seen,
-            last_active=None if active_age is None else at - active_age,
-            manual_status=manual,
-        )
-        session = PresenceSession(user=user, reported_status=report)
-        in_python = _loaded_row_shows_the_same(user=user, session=session, at=at, active=active)
-        rule = _shows_the_same_after_activity(reported_status=report, active=active, at=at)
-        in_sql = User.objects.filter(pk=user.pk).filter(rule).exists()
-        assert in_python == in_sql, (stored_status, seen, active_age, manual, report, active)
 
 
 @pytest.mark.django_db

@@ -1,12 +1,12 @@
 import django_filters
 from django import forms
 from django.db.models import F
-from django.utils import timezone
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import serializers
 from rest_framework.filters import OrderingFilter, SearchFilter, search_smart_split
 
 from users.models import OnlineStatus, User
-from users.selectors.presence import effective_status_expression, status_q
+from users.presence_rules import effective_status_expression, status_q
 
 
 class StrictBooleanFormField(forms.NullBooleanField):
@@ -30,6 +30,14 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
     field_class = StrictBooleanFormField
 
 
+class PresenceFilterBackend(DjangoFilterBackend):
+    """django-filter's backend, handing the view's clock to the filterset: a list's filter
+    and its rows judge presence at one moment (users.api.clock)."""
+
+    def get_filterset_kwargs(self, request, queryset, view):
+        return {**super().get_filterset_kwargs(request, queryset, view), "now": view.presence_now}
+
+
 class AdminUserFilter(django_filters.FilterSet):
     # The status shown, computed now; not the stored column, which a dead sweeper leaves stale.
     online_status = django_filters.ChoiceFilter(choices=OnlineStatus.choices, method="filter_online_status")
@@ -40,8 +48,12 @@ class AdminUserFilter(django_filters.FilterSet):
         model = User
         fields = ["online_status", "is_active", "is_staff"]
 
+    def __init__(self, *args, now, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.now = now
+
     def filter_online_status(self, queryset, name, value):
-        return queryset.filter(status_q(value, now=_now_of(self.request)))
+        return queryset.filter(status_q(value, now=self.now))
 
 
 class BoundedSearchFilter(SearchFilter):
@@ -70,7 +82,7 @@ class NullsLastOrderingFilter(OrderingFilter):
         if not ordering:
             return queryset
         if any(field.removeprefix("-") == "online_status" for field in ordering):
-            queryset = queryset.annotate(shown_status=effective_status_expression(now=_now_of(request)))
+            queryset = queryset.annotate(shown_status=effective_status_expression(now=view.presence_now))
         return queryset.order_by(*(_nulls_last(field) for field in ordering), "pk")
 
 
@@ -81,8 +93,3 @@ def _nulls_last(field):
     if field.startswith("-"):
         return F(name).desc(nulls_last=True)
     return F(name).asc(nulls_last=True)
-
-
-def _now_of(request):
-    view = request.parser_context.get("view") if request is not None else None
-    return getattr(view, "presence_now", None) or timezone.now()

@@ -17,8 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from users.models import OnlineStatus
-from users.selectors.health import last_sweep
-from users.selectors.presence import status_counts
+from users.selectors.presence import last_sweep, status_counts
 
 HEARTBEATS = Counter("offchat_presence_heartbeats", "Heartbeats received.", ["status"], registry=None)
 LOGINS = Counter("offchat_logins", "Login attempts.", ["outcome"], registry=None)

@@ -1,11 +1,10 @@
-"""The session check of users.authentication, through real requests."""
+"""The session check of users.api.authentication, through real requests."""
 
 import pytest
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from users.tests.conftest import client_with_token
 from users.tests.factories import UserFactory
-from users.tests.test_views import ALL_USERS, MY_PRESENCE, assert_json_error, log_in
+from users.tests.helpers import ALL_USERS, MY_PRESENCE, assert_json_error, client_with_token, log_in
 
 pytestmark = pytest.mark.django_db
 

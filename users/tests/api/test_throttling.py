@@ -11,22 +11,15 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from conftest import skip_for_missing_service
 from offchat_backend.tests.support import PrivateRedis, free_port
-from users import throttling
+from users.api import throttling
 from users.models import OnlineStatus, User
 from users.services import presence
-from users.tests.conftest import client_for, client_with_token
 from users.tests.factories import PASSWORD, UserFactory
+from users.tests.helpers import HEALTH, HEARTBEAT, LOGIN, client_for, client_with_token, log_in
 
 pytestmark = pytest.mark.django_db
 
-LOGIN = "/api/users/login/"
-HEARTBEAT = "/api/users/heartbeat/"
-HEALTH = "/api/health/"
 NOW = timezone.now().replace(microsecond=0)
-
-
-def log_in(api_client, username, password, address):
-    return api_client.post(LOGIN, {"username": username, "password": password}, format="json", REMOTE_ADDR=address)
 
 
 def assert_throttled(response):

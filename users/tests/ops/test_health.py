@@ -5,7 +5,7 @@ import time_machine
 from django.utils import timezone
 
 from offchat_backend.tests.support import free_port
-from users.selectors.health import DEGRADED, OK, UNAVAILABLE, system_health
+from users.ops.health import DEGRADED, OK, UNAVAILABLE, system_health
 from users.services import presence
 
 pytestmark = pytest.mark.django_db

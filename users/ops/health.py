@@ -21,7 +21,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from kombu import Connection
 
-from users.models import PresenceSweep
+from users.selectors.presence import last_sweep
 
 OK, DEGRADED, UNAVAILABLE = "ok", "degraded", "unavailable"
 SWEEPS_MISSED_BEFORE_UNHEALTHY = 3
@@ -76,11 +76,6 @@ def system_health(*, now: datetime | None = None) -> Health:
 
 def _sweep_max_age() -> int:
     return SWEEPS_MISSED_BEFORE_UNHEALTHY * settings.PRESENCE_SWEEP_INTERVAL
-
-
-def last_sweep() -> PresenceSweep:
-    """The sweeper's record; an unsaved blank one (never swept) if a flush removed the row."""
-    return PresenceSweep.objects.filter(pk=1).first() or PresenceSweep()
 
 
 def sweeper_check(*, now: datetime) -> Check:

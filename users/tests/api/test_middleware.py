@@ -9,12 +9,11 @@ from django.utils import timezone
 
 from users.models import OnlineStatus, PresenceSession, User
 from users.services import presence
-from users.tests.conftest import client_for
 from users.tests.factories import UserFactory
+from users.tests.helpers import ALL_USERS, client_for
 
 pytestmark = pytest.mark.django_db
 NOW = timezone.now().replace(microsecond=0)
-ALL_USERS = "/api/users/all-users/"
 
 
 def stored_presence(user):
@@ -134,7 +133,7 @@ def test_a_failed_presence_write_is_logged_and_the_response_still_served(caplog)
         assert locked.wait(timeout=10)
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = '200ms'")
-        with caplog.at_level("ERROR", logger="users.middleware"):
+        with caplog.at_level("ERROR", logger="users.api.middleware"):
             response = client.get(ALL_USERS)
     finally:
         release.set()

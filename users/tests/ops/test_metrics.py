@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from users.metrics import HEARTBEATS
+from users.ops.metrics import HEARTBEATS
 from users.services import presence
 from users.tests.factories import UserFactory
 

@@ -1,0 +1,242 @@
+"""User lists with presence: the directory every user sees, and the admin's lists and
+actions. Both follow the change feed (`?since=`) and answer ETags."""
+
+import hashlib
+import json
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
+
+from offchat_backend.openapi import AutoSchema
+from users.api.clock import PresenceClockMixin
+from users.api.filters import AdminUserFilter, BoundedSearchFilter, NullsLastOrderingFilter, PresenceFilterBackend
+from users.api.pagination import UserKeysetPagination
+from users.api.serializers import lists as serializers
+from users.api.serializers.presence import PresenceSerializer, SessionSerializer
+from users.selectors import accounts, feed
+from users.selectors import presence as presence_selectors
+from users.services import auth, presence
+
+# The actions that answer through PresenceListMixin.list().
+FEED_ACTIONS = frozenset({"list", "online"})
+
+
+class ChangeFeedSchema(AutoSchema):
+    """The OpenAPI form of PresenceListMixin: `?since=` and keyset parameters, and the three
+    shapes a list can answer (a page with its cursor, a keyset page, the changes)."""
+
+    SINCE = OpenApiParameter(
+        "since",
+        str,
+        description=(
+            "A `cursor` from an earlier answer: answer only the users changed since, and the ids that left "
+            "this list, as `{results, removed, cursor}`. 400 with `code: resync_required` when too old."
+        ),
+    )
+    KEYSET = [
+        OpenApiParameter(
+            "paging",
+            str,
+            enum=["keyset"],
+            description="`keyset`: pages without a count that continue from `next` (fast at any depth); "
+            "order by username or id only.",
+        ),
+        OpenApiParameter("after", str, description="Where a keyset page starts: take it from `next`."),
+    ]
+
+    def _is_feed_action(self) -> bool:
+        return getattr(self.view, "action", "list") in FEED_ACTIONS  # plain generic views have no action
+
+    def validates_query(self) -> bool:
+        return self._is_feed_action()
+
+    def get_override_parameters(self):
+        parameters = super().get_override_parameters()
+        if self._is_feed_action():
+            parameters += [self.SINCE, *self.KEYSET]
+        return parameters
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response" or not self._is_feed_action():
+            return responses
+        return dict(sorted({**responses, **self._feed_responses(responses["200"])}.items()))
+
+    def _feed_responses(self, page_response) -> dict:
+        """A full page carries `cursor` and an ETag; `?since=` answers a change feed instead."""
+        serializer = self.get_response_serializers()
+        row = self.resolve_serializer(getattr(serializer, "child", serializer), "response").ref
+        page = page_response["content"]["application/json"]["schema"]
+        # Closed shapes (additionalProperties false), so that exactly one of the three matches.
+        changes = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["results", "removed", "cursor"],
+            "properties": {
+                "results": {"type": "array", "items": row},
+                "removed": {"type": "array", "items": {"type": "integer"}},
+                "cursor": {"type": "string"},
+            },
+        }
+        with_cursor = {"allOf": [page, {"type": "object", "properties": {"cursor": {"type": "string"}}}]}
+        keyset_page = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["results", "cursor"],
+            "properties": {
+                "next": {"type": "string", "format": "uri", "nullable": True},
+                "previous": {"type": "string", "format": "uri", "nullable": True},
+                "results": {"type": "array", "items": row},
+                "cursor": {"type": "string"},
+            },
+        }
+        return {
+            "200": {
+                **page_response,
+                "description": "A page (with an `ETag` header); with `?paging=keyset` a page without a count; "
+                "with `?since=` the changes since that cursor.",
+                "content": {"application/json": {"schema": {"oneOf": [with_cursor, keyset_page, changes]}}},
+            },
+            "304": {"description": "`If-None-Match` matched the page's ETag: nothing changed."},
+        }
+
+
+class PresenceListMixin(PresenceClockMixin):
+    """A list with a change feed and an ETag.
+
+    `?since=<cursor>` answers only the users changed after the cursor (`results`), the ids
+    that left the list (`removed`) and the next `cursor`. A full page carries an ETag over
+    its rows and the `cursor` to follow from; `If-None-Match` with it gets 304.
+    """
+
+    schema = ChangeFeedSchema()
+
+    @property
+    def paginator(self):
+        """Page numbers by default; `?paging=keyset` for deep pages of large lists."""
+        if not hasattr(self, "_paginator"):
+            paging = self.request.query_params.get("paging")
+            if paging not in (None, "keyset"):
+                raise ValidationError({"paging": ['The only paging is "keyset"; leave it out for numbered pages.']})
+            keyset = paging == "keyset"
+            if keyset and getattr(self, "action", "list") in FEED_ACTIONS:
+                self._paginator = UserKeysetPagination()
+            else:
+                self._paginator = self.pagination_class()
+        return self._paginator
+
+    def list(self, request, *args, **kwargs):
+        queryset = self.filter_queryset(self.get_queryset())
+        since = request.query_params.get("since")
+        if since is not None:
+            cursor = feed.parse_cursor(since, now=self.presence_now)
+            changes = feed.changes_since(queryset=queryset, cursor=cursor, now=self.presence_now)
+            return Response(
+                {
+                    "results": self.get_serializer(changes.users, many=True).data,
+                    "removed": changes.removed_ids,
+                    "cursor": str(changes.cursor),
+                }
+            )
+        cursor = feed.current_cursor(now=self.presence_now)
+        page = self.paginate_queryset(queryset)
+        body = self.get_paginated_response(self.get_serializer(page, many=True).data).data
+        etag = _etag_of(body)
+        if etag in _etags_in(request.headers.get("If-None-Match", "")):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        # The cursor is left out of the ETag: it moves with the clock, the rows do not.
+        return Response({**body, "cursor": str(cursor)}, headers={"ETag": etag})
+
+
+def _etag_of(body) -> str:
+    canonical = json.dumps(body, cls=JSONEncoder, sort_keys=True, separators=(",", ":"))
+    return '"' + hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest() + '"'
+
+
+def _etags_in(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+class AllUsersView(PresenceListMixin, generics.ListAPIView):
+    """Presence of every active user; staff also see emails and account flags."""
+
+    def get_queryset(self):
+        if self.request.user.is_staff:
+            return accounts.users_for_admin().filter(is_active=True)
+        return accounts.user_directory()
+
+    def get_serializer_class(self):
+        if self.request.user.is_staff:
+            return serializers.AdminUserSerializer
+        return serializers.DirectoryUserSerializer
+
+
+class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    permission_classes = [IsAdminUser]
+    serializer_class = serializers.AdminUserSerializer
+    filter_backends = [PresenceFilterBackend, BoundedSearchFilter, NullsLastOrderingFilter]
+    filterset_class = AdminUserFilter
+    search_fields = ["username", "email", "first_name", "last_name"]
+    ordering_fields = ["username", "last_seen", "date_joined", "online_status", "id"]
+    ordering = ["username"]
+    records_own_presence = False  # set-online-status does (users.api.middleware)
+
+    def get_queryset(self):
+        if self.action == "online" and not getattr(self, "swagger_fake_view", False):  # the schema pass has no clock
+            return accounts.online_users_for_admin(now=self.presence_now)
+        return accounts.users_for_admin()
+
+    def get_serializer_class(self):
+        if self.action == "online_status":
+            return PresenceSerializer
+        if self.action == "set_online_status":
+            return serializers.SetOnlineStatusSerializer
+        if self.action in ("sessions", "end_session"):
+            return SessionSerializer
+        return serializers.AdminUserSerializer
+
+    @extend_schema(responses=serializers.AdminUserSerializer(many=True))
+    @action(detail=False)
+    def online(self, request):
+        return self.list(request)
+
+    @extend_schema(responses=serializers.PresenceSummarySerializer)
+    @action(detail=False)
+    def summary(self, request):
+        """Active users per status, for the dashboard's counters."""
+        counts = presence_selectors.status_counts(now=self.presence_now)
+        return Response(serializers.PresenceSummarySerializer(counts).data)
+
+    @action(detail=True, url_path="online-status")
+    def online_status(self, request, pk=None):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(responses=PresenceSerializer)
+    # An admin who sets their own status must not be flipped back online by this request.
+    @action(detail=True, methods=["post"], url_path="set-online-status", records_own_presence=True)
+    def set_online_status(self, request, pk=None):
+        user = self.get_object()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        presence.admin_set_status(user=user, status=serializer.validated_data["online_status"])
+        return Response(PresenceSerializer(user, context=self.get_serializer_context()).data)
+
+    @extend_schema(responses=SessionSerializer(many=True))
+    @action(detail=True)
+    def sessions(self, request, pk=None):
+        sessions = self.paginate_queryset(self.get_object().presence_sessions.all())
+        return self.get_paginated_response(self.get_serializer(sessions, many=True).data)
+
+    @extend_schema(parameters=[OpenApiParameter("session_id", OpenApiTypes.UUID, OpenApiParameter.PATH)])
+    @action(detail=True, methods=["delete"], url_path=r"sessions/(?P<session_id>[^/.]+)")
+    def end_session(self, request, pk=None, session_id=None):
+        user = self.get_object()
+        session = generics.get_object_or_404(user.presence_sessions.all(), pk=session_id)
+        auth.end_session(session=session)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,95 @@
+"""The signed-in user's own presence: heartbeats, account, manual status, sessions."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, mixins, viewsets
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+
+from users.api.clock import PresenceClockMixin
+from users.api.serializers import presence as serializers
+from users.models import PresenceSession, ReportedStatus
+from users.ops.metrics import HEARTBEATS
+from users.services import auth, presence
+
+
+@extend_schema(responses=serializers.HeartbeatResponseSerializer)
+class HeartbeatView(PresenceClockMixin, generics.GenericAPIView):
+    """Every `heartbeat_interval` seconds while the app is open; `{"status": "away"}` when the
+    user is idle or the tab is hidden. Answers the user's presence as now computed."""
+
+    serializer_class = serializers.HeartbeatSerializer
+    throttle_scope = "heartbeat"
+    records_own_presence = True  # users.api.middleware
+
+    def get_throttles(self):
+        # Its own per-user limit only: the general per-user one would cost two more Redis round
+        # trips on the busiest endpoint, to enforce a looser limit (bench/REPORT.md).
+        return [throttle for throttle in super().get_throttles() if isinstance(throttle, ScopedRateThrottle)]
+
+    def post(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        reported = serializer.validated_data["status"]
+        presence.record_activity(
+            user=request.user,
+            session=request.auth,
+            active=reported == ReportedStatus.ONLINE,
+            reported_status=reported,
+            at=self.presence_now,
+        )
+        HEARTBEATS.labels(status=reported).inc()
+        return Response(serializers.heartbeat_answer(request.user, now=self.presence_now))
+
+
+class MeView(PresenceClockMixin, generics.RetrieveUpdateAPIView):
+    """The signed-in user's account; PATCH changes names and `share_presence`."""
+
+    serializer_class = serializers.AccountSerializer
+    http_method_names = ["get", "patch", "options"]
+
+    def get_object(self):
+        return self.request.user
+
+    def perform_update(self, serializer):
+        share = serializer.validated_data.pop("share_presence", None)
+        if share is not None:
+            presence.set_share_presence(user=serializer.instance, share=share)
+        serializer.save()
+
+
+class MyPresenceView(PresenceClockMixin, generics.GenericAPIView):
+    """GET: the user's own presence in full. PUT {"status": "away" | "online" | null}: a manual
+    status that heartbeats do not override until it is cleared with null."""
+
+    serializer_class = serializers.ManualPresenceSerializer
+
+    def get_object(self):
+        # Also what DRF's OPTIONS metadata asks for before describing PUT.
+        return self.request.user
+
+    @extend_schema(responses=serializers.PresenceSerializer)
+    def get(self, request):
+        return Response(serializers.PresenceSerializer(self.get_object(), context=self.get_serializer_context()).data)
+
+    @extend_schema(responses=serializers.PresenceSerializer)
+    def put(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        presence.set_manual_status(user=request.user, status=serializer.validated_data["status"])
+        return self.get(request)
+
+
+class MySessionViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """The user's own sessions; DELETE ends one (a forced logout of that device)."""
+
+    serializer_class = serializers.SessionSerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular's schema pass: no user
+            return PresenceSession.objects.none()
+        return self.request.user.presence_sessions.all()
+
+    def perform_destroy(self, session):
+        # Ending the current session needs no word to the middleware: a revoked session's
+        # activity writes nothing.
+        auth.end_session(session=session)

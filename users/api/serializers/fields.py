@@ -1,0 +1,59 @@
+"""Input that means exactly what it says: strict types, closed bodies, clear choice errors."""
+
+from django.utils import timezone
+from rest_framework import serializers
+
+
+def choice_field(choices, name, **kwargs):
+    allowed = ", ".join(value for value, _ in choices)
+    return serializers.ChoiceField(
+        choices=choices,
+        error_messages={"invalid_choice": f'"{{input}}" is not a valid {name}. Allowed values: {allowed}.'},
+        **kwargs,
+    )
+
+
+class RejectUnknownFieldsMixin:
+    """Input naming a field the serializer does not write is refused (400), not ignored: a
+    misspelt `{"stauts": "away"}` would otherwise be a heartbeat saying online, and a sent
+    `is_staff` would look accepted."""
+
+    rejects_unknown_fields = True  # the OpenAPI schema says so (offchat_backend.openapi)
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            unexpected = sorted(set(data.keys()) - writable)
+            if unexpected:
+                raise serializers.ValidationError(
+                    {
+                        name: ["This field is read-only." if name in self.fields else "Unknown field."]
+                        for name in unexpected
+                    }
+                )
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only: DRF's BooleanField also takes "yes", "0", 1 and the like, which
+    the schema does not promise and a client should not rely on."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictCharField(serializers.CharField):
+    """JSON strings only: DRF's CharField turns a number into its digits."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def presence_now(context):
+    """The view's clock reading (users.api.clock), so that every row of a list is judged at
+    one moment."""
+    return context.get("presence_now") or timezone.now()

@@ -1,0 +1,139 @@
+from django.conf import settings
+from django.db import models
+from rest_framework import serializers
+
+from users.api.serializers.fields import (
+    RejectUnknownFieldsMixin,
+    StrictBooleanField,
+    StrictCharField,
+    choice_field,
+    presence_now,
+)
+from users.models import OnlineStatus, PresenceSession, ReportedStatus, SessionEndReason, User
+from users.presence_rules import effective_status
+
+
+class ComputedStatusMixin(serializers.Serializer):
+    """`online_status` as computed now, for the user themselves or staff (no privacy filter)."""
+
+    online_status = serializers.SerializerMethodField()
+
+    def get_online_status(self, user) -> str:
+        return effective_status(user=user, now=presence_now(self.context))
+
+
+class PresenceSerializer(ComputedStatusMixin, serializers.Serializer):
+    """One user's presence in full, for that user and for staff.
+
+    A plain Serializer, not a ModelSerializer: every heartbeat answers with it, and building a
+    ModelSerializer's fields from the model on each request cost more than the rest of the
+    heartbeat's view (measured in bench/REPORT.md).
+    """
+
+    id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(read_only=True)
+    last_seen = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_active = serializers.DateTimeField(read_only=True, allow_null=True)
+    manual_status = serializers.ChoiceField(choices=ReportedStatus.choices, read_only=True, allow_null=True)
+    share_presence = serializers.BooleanField(read_only=True)
+    is_online = serializers.SerializerMethodField()
+
+    def get_is_online(self, user) -> bool:
+        return self.get_online_status(user) == OnlineStatus.ONLINE
+
+
+class HeartbeatIntervalMixin(serializers.Serializer):
+    heartbeat_interval = serializers.SerializerMethodField(help_text="Seconds between heartbeats.")
+
+    def get_heartbeat_interval(self, instance) -> int:
+        return settings.PRESENCE_HEARTBEAT_INTERVAL
+
+
+class HeartbeatResponseSerializer(PresenceSerializer, HeartbeatIntervalMixin):
+    """What a heartbeat answers. The view builds it with heartbeat_answer() instead: DRF
+    deep-copies a serializer's fields for every instance, and on the busiest endpoint that
+    copy cost a tenth of the request (bench/REPORT.md). A test keeps the two identical."""
+
+
+_DATETIME = serializers.DateTimeField()
+
+
+def heartbeat_answer(user, *, now) -> dict:
+    status = effective_status(user=user, now=now)
+    return {
+        "online_status": status,
+        "id": user.pk,
+        "username": user.username,
+        "last_seen": _DATETIME.to_representation(user.last_seen) if user.last_seen else None,
+        "last_active": _DATETIME.to_representation(user.last_active) if user.last_active else None,
+        "manual_status": user.manual_status,
+        "share_presence": user.share_presence,
+        "is_online": status == OnlineStatus.ONLINE,
+        "heartbeat_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
+    }
+
+
+class AccountSerializer(RejectUnknownFieldsMixin, ComputedStatusMixin, serializers.ModelSerializer):
+    """The signed-in user's own account: returned at login, read and edited at /me/."""
+
+    share_presence = StrictBooleanField(required=False)
+    # Names are the other writable fields: strings only, like share_presence is booleans only.
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+    }
+
+    class Meta:
+        model = User
+        fields = [
+            "id",
+            "username",
+            "first_name",
+            "last_name",
+            "email",
+            "is_staff",
+            "share_presence",
+            "online_status",
+            "last_seen",
+        ]
+        # Writable: first_name, last_name, share_presence. Nothing else, so no request can make
+        # a user staff or rename them (mass assignment).
+        read_only_fields = ["id", "username", "email", "is_staff", "online_status", "last_seen"]
+
+
+class HeartbeatSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    status = choice_field(ReportedStatus.choices, "status", required=False, default=ReportedStatus.ONLINE)
+
+
+class ManualPresenceSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """`null` clears the manual status: presence follows the sessions again."""
+
+    status = choice_field(ReportedStatus.choices, "status", allow_null=True)
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    is_current = serializers.SerializerMethodField()
+    # Blank while the session is live.
+    end_reason = serializers.ChoiceField(choices=SessionEndReason.choices, allow_blank=True, read_only=True)
+
+    class Meta:
+        model = PresenceSession
+        fields = [
+            "id",
+            "user_agent",
+            "ip_address",
+            "created_at",
+            "last_seen",
+            "last_active",
+            "reported_status",
+            "is_live",
+            "ended_at",
+            "end_reason",
+            "revoked_at",
+            "is_current",
+        ]
+        read_only_fields = fields
+
+    def get_is_current(self, session) -> bool:
+        current = self.context["request"].auth  # the token's session (users.api.authentication)
+        return isinstance(current, PresenceSession) and current.pk == session.pk

@@ -1,0 +1,164 @@
+"""Every presence rule and its thresholds, each rule's forms side by side.
+
+A rule that must run both on rows already loaded (Python) and in the database (SQL) is
+stated twice here, next to each other, and a test checks that the two forms agree
+(users/tests/test_presence_rules.py). Nothing else in the project compares a presence
+timestamp with a threshold.
+
+The status shown (computed at read time, never trusted from the column):
+
+    offline  if no live session, or no connection for PRESENCE_INACTIVITY_TIMEOUT
+    else     the user's manual status, if they set one
+    away     if every live session reports away, or no input for PRESENCE_AWAY_AFTER
+    online   otherwise
+
+The stored `online_status` is what the user's live sessions report, merged with online
+beating away (Synapse's priority across devices), or offline with none.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Case, CharField, Exists, OuterRef, Q, Value, When
+from django.utils import timezone
+
+from users.models import PRESENT_STATUSES, OnlineStatus, PresenceSession, ReportedStatus, User
+
+
+# --- Thresholds -----------------------------------------------------------------------
+def inactivity_timeout() -> timedelta:
+    return timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT)
+
+
+def away_after() -> timedelta:
+    return timedelta(seconds=settings.PRESENCE_AWAY_AFTER)
+
+
+def transition_margin() -> timedelta:
+    """How long a presence write may take from its timestamp to its commit.
+
+    A write that cannot change any shown status within this margin of its timestamp skips
+    the change feed's id; one that takes longer takes an id anyway (users.services.presence).
+    Half the timeout: far from every heartbeat of a connected client.
+    """
+    return inactivity_timeout() / 2
+
+
+def write_granularity(*, heartbeat: bool) -> timedelta:
+    """How old a row must be before activity rewrites it.
+
+    Heartbeats: PRESENCE_WRITE_GRANULARITY (25 s), just under their interval, so last_seen
+    moves with every heartbeat. Other requests wait one heartbeat interval longer (55 s):
+    while a client heartbeats, its heartbeats do all the writing and the requests between
+    them write nothing, yet a client that only makes requests is still kept online (Zulip
+    rewrites at 55 s). 0 turns coalescing off: every request writes (the benchmark's naive
+    baseline).
+    """
+    seconds = settings.PRESENCE_WRITE_GRANULARITY
+    if seconds and not heartbeat:
+        seconds += settings.PRESENCE_HEARTBEAT_INTERVAL
+    return timedelta(seconds=seconds)
+
+
+# --- The status shown: Python and SQL -------------------------------------------------
+def effective_status(*, user: User, now: datetime | None = None) -> str:
+    now = now or timezone.now()
+    if user.online_status == OnlineStatus.OFFLINE or user.last_seen is None:
+        return OnlineStatus.OFFLINE
+    if user.last_seen <= now - inactivity_timeout():
+        return OnlineStatus.OFFLINE
+    if user.manual_status:
+        return user.manual_status
+    if user.online_status == OnlineStatus.AWAY or user.last_active is None:
+        return OnlineStatus.AWAY
+    if user.last_active <= now - away_after():
+        return OnlineStatus.AWAY
+    return OnlineStatus.ONLINE
+
+
+def status_q(status: str, *, now: datetime) -> Q:
+    """The users whose effective status is `status` at `now`, as a filter on stored columns
+    (so that the online filter can use the partial index on present statuses)."""
+    connected = Q(online_status__in=PRESENT_STATUSES, last_seen__gt=now - inactivity_timeout())
+    recently_active = Q(online_status=OnlineStatus.ONLINE, last_active__gt=now - away_after())
+    if status == OnlineStatus.ONLINE:
+        return connected & (Q(manual_status=OnlineStatus.ONLINE) | (Q(manual_status__isnull=True) & recently_active))
+    if status == OnlineStatus.AWAY:
+        return connected & (Q(manual_status=OnlineStatus.AWAY) | (Q(manual_status__isnull=True) & ~recently_active))
+    return ~connected
+
+
+def effective_status_expression(*, now: datetime) -> Case:
+    return Case(
+        When(status_q(OnlineStatus.ONLINE, now=now), then=Value(OnlineStatus.ONLINE)),
+        When(status_q(OnlineStatus.AWAY, now=now), then=Value(OnlineStatus.AWAY)),
+        default=Value(OnlineStatus.OFFLINE),
+        output_field=CharField(),
+    )
+
+
+def crossed_a_limit_q(*, since: datetime, now: datetime) -> Q:
+    """Present users whose status the clock alone changed between `since` and `now`: their
+    last_seen or last_active crossed its limit, with no write (the change feed's second kind
+    of change)."""
+    return Q(online_status__in=PRESENT_STATUSES) & (
+        Q(last_seen__gt=since - inactivity_timeout(), last_seen__lte=now - inactivity_timeout())
+        | Q(last_active__gt=since - away_after(), last_active__lte=now - away_after())
+    )
+
+
+# --- The stored status across devices: Python and SQL ---------------------------------
+def aggregate_status(reported_statuses: Iterable[str]) -> str:
+    """The stored status of a user whose live sessions report `reported_statuses`: online
+    beats away beats offline (none live)."""
+    reported = set(reported_statuses)
+    if ReportedStatus.ONLINE in reported:
+        return OnlineStatus.ONLINE
+    return OnlineStatus.AWAY if reported else OnlineStatus.OFFLINE
+
+
+def aggregate_status_expression() -> Case:
+    """aggregate_status as SQL over each user's live sessions, for set-based writes."""
+    live = PresenceSession.objects.filter(user=OuterRef("pk"), ended_at__isnull=True)
+    return Case(
+        When(Exists(live.filter(reported_status=ReportedStatus.ONLINE)), then=Value(OnlineStatus.ONLINE)),
+        When(Exists(live), then=Value(OnlineStatus.AWAY)),
+        default=Value(OnlineStatus.OFFLINE),
+        output_field=CharField(),
+    )
+
+
+# --- The write fast path: Python and SQL ----------------------------------------------
+def statuses_that_absorb(reported_status: str) -> tuple[str, ...]:
+    """Stored statuses that a session reporting `reported_status` leaves as they are
+    (online beats away)."""
+    if reported_status == ReportedStatus.AWAY:
+        return PRESENT_STATUSES
+    return (OnlineStatus.ONLINE,)
+
+
+def loaded_row_shows_the_same(*, user: User, session: PresenceSession, at: datetime, active: bool) -> bool:
+    """Python form of shows_the_same_after_activity, for the rows loaded with the request."""
+    margin = transition_margin()
+    if user.online_status not in statuses_that_absorb(session.reported_status):
+        return False
+    if user.last_seen <= at - inactivity_timeout() + margin:
+        return False
+    if not active or user.manual_status or user.online_status == OnlineStatus.AWAY:
+        return True
+    return user.last_active is not None and user.last_active > at - away_after() + margin
+
+
+def shows_the_same_after_activity(*, reported_status: str, active: bool, at: datetime) -> Q:
+    """The rows that this activity cannot move to another status, now or within the margin:
+    the fast path's WHERE clause. Anything else takes the slow path."""
+    margin = transition_margin()
+    same = Q(online_status__in=statuses_that_absorb(reported_status), last_seen__gt=at - inactivity_timeout() + margin)
+    if active:
+        same &= (
+            Q(manual_status__isnull=False)
+            | Q(online_status=OnlineStatus.AWAY)
+            | Q(last_active__gt=at - away_after() + margin)
+        )
+    return same

@@ -1,0 +1,33 @@
+"""Which presence session a token opens."""
+
+from django.core.exceptions import ValidationError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+
+from users.exceptions import SessionNotFoundError, SessionRevokedError, TokenWithoutSessionError, UserInactiveError
+from users.models import PresenceSession
+
+# The token claim that names the presence session (users.models.PresenceSession). Refresh
+# tokens carry it and pass it on to every access token and rotated refresh token.
+SESSION_CLAIM = "sid"
+
+
+def session_of_token(token) -> PresenceSession:
+    """The live-or-idle (not revoked) session a validated token belongs to, with its user,
+    in one query.
+
+    Loading the session joined to its user replaces the user lookup simplejwt does anyway,
+    so checking revocation costs no extra round trip, not even to a cache.
+    """
+    try:
+        session = PresenceSession.objects.select_related("user").get(
+            pk=token[SESSION_CLAIM], user_id=token[jwt_settings.USER_ID_CLAIM]
+        )
+    except KeyError as missing:
+        raise TokenWithoutSessionError() from missing
+    except (PresenceSession.DoesNotExist, ValidationError, ValueError) as unknown:
+        raise SessionNotFoundError() from unknown
+    if session.revoked_at is not None:
+        raise SessionRevokedError()
+    if not session.user.is_active:
+        raise UserInactiveError()
+    return session

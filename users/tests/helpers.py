@@ -1,0 +1,76 @@
+"""Shared test helpers: API clients, endpoint URLs and small readers of the stored state.
+Fixtures stay in conftest.py; process and server helpers in offchat_backend/tests/support.py."""
+
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+from users.models import PresenceSession, User
+from users.tests.factories import PASSWORD
+
+LOGIN = "/api/users/login/"
+REFRESH = "/api/users/token/refresh/"
+LOGOUT = "/api/users/logout/"
+HEARTBEAT = "/api/users/heartbeat/"
+ALL_USERS = "/api/users/all-users/"
+ADMIN_USERS = "/api/users/admin/users/"
+ADMIN_ONLINE = "/api/users/admin/users/online/"
+ME = "/api/users/me/"
+MY_PRESENCE = "/api/users/me/presence/"
+MY_SESSIONS = "/api/users/me/sessions/"
+HEALTH = "/api/health/"
+SUMMARY = "/api/users/admin/users/summary/"
+
+
+def status_url(user_id):
+    return f"/api/users/admin/users/{user_id}/online-status/"
+
+
+def set_status_url(user_id):
+    return f"/api/users/admin/users/{user_id}/set-online-status/"
+
+
+def admin_sessions_url(user_id):
+    return f"/api/users/admin/users/{user_id}/sessions/"
+
+
+def client_with_token(access):
+    """An API client that sends `access` as its Bearer token, as a logged-in browser does."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    return client
+
+
+def client_for(user):
+    """An API client with a real access token of `user`, from a real login (a new session)."""
+    from users.services import auth
+
+    return client_with_token(auth.log_in(user=user).access)
+
+
+def log_in(api_client, user_or_username, password=PASSWORD, address=None):
+    """POST to the login endpoint, as `user_or_username`, optionally from the client address `address`."""
+    username = getattr(user_or_username, "username", user_or_username)
+    extra = {} if address is None else {"REMOTE_ADDR": address}
+    return api_client.post(LOGIN, {"username": username, "password": password}, format="json", **extra)
+
+
+def assert_json(response, status_code):
+    """`response` has `status_code` and a JSON body; returns the body."""
+    assert response.status_code == status_code, response.content
+    assert response["Content-Type"] == "application/json"
+    return response.json()
+
+
+# Every API error is answered as JSON: the name the error tests read best with.
+assert_json_error = assert_json
+
+
+def stored(user):
+    """The user's stored status column and last_seen, read fresh from the database."""
+    user = User.objects.get(pk=user.pk)
+    return user.online_status, user.last_seen
+
+
+def session_of(access):
+    """The presence session an access token belongs to."""
+    return PresenceSession.objects.get(pk=AccessToken(access)["sid"])

@@ -1,0 +1,71 @@
+"""The presence rules (users.presence_rules): each in its Python form, for a loaded row, and
+its SQL form, for a query, and the two agreeing."""
+
+import itertools
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.utils import timezone
+
+from users.models import OnlineStatus, PresenceSession, ReportedStatus, User
+from users.presence_rules import effective_status, loaded_row_shows_the_same, shows_the_same_after_activity, status_q
+from users.tests.factories import UserFactory
+
+NOW = timezone.now().replace(microsecond=0)
+TIMEOUT = timedelta(seconds=120)
+AWAY_AFTER = timedelta(seconds=300)
+
+
+@pytest.mark.django_db
+def test_the_python_and_sql_forms_of_the_rule_agree_on_every_case():
+    ages = [None, timedelta(0), TIMEOUT - timedelta(seconds=1), TIMEOUT, AWAY_AFTER, AWAY_AFTER + timedelta(hours=1)]
+    cases = list(itertools.product(OnlineStatus.values, ages, ages, [None, *ReportedStatus.values]))
+    users = [
+        UserFactory(
+            online_status=stored,
+            last_seen=None if seen is None else NOW - seen,
+            last_active=None if active is None else NOW - active,
+            manual_status=manual,
+        )
+        for stored, seen, active, manual in cases
+    ]
+    by_sql = {
+        status: set(User.objects.filter(status_q(status, now=NOW)).values_list("pk", flat=True))
+        for status in OnlineStatus.values
+    }
+    for user in users:
+        python_says = effective_status(user=user, now=NOW)
+        sql_says = [status for status, ids in by_sql.items() if user.pk in ids]
+        assert sql_says == [python_says], (user.online_status, user.last_seen, user.last_active, user.manual_status)
+    assert all(by_sql.values()), "every status occurs in the grid"
+
+
+@pytest.mark.django_db
+def test_the_fast_paths_python_and_sql_forms_agree():
+    """The zero-query skip trusts the Python form; the UPDATE's WHERE is the SQL form."""
+    at = NOW
+    ages = [None, timedelta(seconds=30), timedelta(seconds=61), timedelta(seconds=250)]
+    for stored_status, seen, active_age, manual, report, active in itertools.product(
+        OnlineStatus.values, ages[1:], ages, [None, OnlineStatus.AWAY], ReportedStatus.values, [True, False]
+    ):
+        user = UserFactory(
+            online_status=stored_status,
+            last_seen=at - seen,
+            last_active=None if active_age is None else at - active_age,
+            manual_status=manual,
+        )
+        session = PresenceSession(user=user, reported_status=report)
+        in_python = loaded_row_shows_the_same(user=user, session=session, at=at, active=active)
+        rule = shows_the_same_after_activity(reported_status=report, active=active, at=at)
+        in_sql = User.objects.filter(pk=user.pk).filter(rule).exists()
+        assert in_python == in_sql, (stored_status, seen, active_age, manual, report, active)
+
+
+@pytest.mark.django_db
+def test_online_is_the_status_computed_now_not_the_column():
+    user = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=timezone.now(), last_active=timezone.now())
+    assert effective_status(user=user) == OnlineStatus.ONLINE
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT + 1)):
+        assert effective_status(user=user) != OnlineStatus.ONLINE
