@@ -16,6 +16,7 @@ if env.bool("READ_DOT_ENV_FILE", default=True):
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # Where the embedded defaults (SQLite, filesystem broker, beat schedule) keep their files.
+# Settings only name folders; the processes that use them make them (offchat_backend.local_state).
 LOCAL_STATE_DIR = Path(env.str("LOCAL_STATE_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -120,7 +121,6 @@ def _database_from_env():
             "PORT": env.str("DB_PORT", default="5432"),
         }
     else:
-        LOCAL_STATE_DIR.mkdir(parents=True, exist_ok=True)
         database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(LOCAL_STATE_DIR / "db.sqlite3")}
 
     if database["ENGINE"] == "django.db.backends.sqlite3":
@@ -181,9 +181,8 @@ else:
 
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport: a broker made of a folder, for running with no server.
+    # Its folders are made at start-up (offchat_backend.local_state), not here.
     _broker_dir = LOCAL_STATE_DIR / "celery-broker"
-    for _folder in ("queue", "processed", "control"):
-        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -213,8 +212,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 60 * 60.0},
     },
 }
-if CELERY_BEAT_SCHEDULE_FILENAME:
-    Path(CELERY_BEAT_SCHEDULE_FILENAME).parent.mkdir(parents=True, exist_ok=True)
+# Celery's file scheduler, making the schedule file's folder when beat first opens it.
+CELERY_BEAT_SCHEDULER = "offchat_backend.local_state:FolderMakingScheduler"
 
 
 # --- REST framework and JWT ---------------------------------------------------
@@ -287,10 +286,9 @@ SPECTACULAR_SETTINGS = {
 # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>` when it is set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # With several gunicorn workers, each counts in its own process; prometheus-client sums them
-# through files in this folder (it reads the variable itself; here it is only created).
+# through files in this folder (it reads the variable itself; offchat_backend.local_state
+# makes the folder at start-up).
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
-if PROMETHEUS_MULTIPROC_DIR:
-    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 # The dashboard polls the API this often (seconds).
 DASHBOARD_POLL_INTERVAL = env.int("DASHBOARD_POLL_INTERVAL", default=10)
 

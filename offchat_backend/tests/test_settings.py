@@ -44,7 +44,7 @@ def load(module, tmp_path, **env):
         [sys.executable, "-c", SHOW_SETTINGS],
         cwd=REPO,
         env=clean_env(
-            DJANGO_SETTINGS_MODULE=f"offchat_backend.settings.{module}", LOCAL_STATE_DIR=str(tmp_path), **env
+            **{"DJANGO_SETTINGS_MODULE": f"offchat_backend.settings.{module}", "LOCAL_STATE_DIR": str(tmp_path), **env}
         ),
         capture_output=True,
         text=True,
@@ -178,3 +178,34 @@ def test_production_passes_the_deploy_checklist(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+IMPORT_SETTINGS_ONLY = "import importlib, os; importlib.import_module(os.environ['DJANGO_SETTINGS_MODULE'])"
+
+
+@pytest.mark.parametrize(
+    ("module", "env"), [("development", {}), ("test", {}), ("production", PRODUCTION_ENV)], ids=["dev", "test", "prod"]
+)
+def test_importing_settings_makes_no_folder(tmp_path, module, env):
+    state, metrics = tmp_path / "state", tmp_path / "metrics"
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_SETTINGS_ONLY],
+        cwd=REPO,
+        env=clean_env(
+            DJANGO_SETTINGS_MODULE=f"offchat_backend.settings.{module}",
+            LOCAL_STATE_DIR=str(state),
+            PROMETHEUS_MULTIPROC_DIR=str(metrics),
+            **env,
+        ),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_production_process_makes_only_the_folders_it_was_told_to_use(tmp_path):
+    state, metrics = tmp_path / "state", tmp_path / "metrics"
+    loaded("production", tmp_path, **PRODUCTION_ENV, LOCAL_STATE_DIR=str(state), PROMETHEUS_MULTIPROC_DIR=str(metrics))
+    assert not state.exists()
+    assert metrics.is_dir()

@@ -10,7 +10,14 @@ from django.conf import settings
 from django.utils import timezone
 
 from users.models import OnlineStatus, PresenceSession, ReportedStatus, User
-from users.presence_rules import effective_status, loaded_row_shows_the_same, shows_the_same_after_activity, status_q
+from users.presence_rules import (
+    aggregate_status,
+    aggregate_status_expression,
+    effective_status,
+    loaded_row_shows_the_same,
+    shows_the_same_after_activity,
+    status_q,
+)
 from users.tests.factories import UserFactory
 
 NOW = timezone.now().replace(microsecond=0)
@@ -69,3 +76,25 @@ def test_online_is_the_status_computed_now_not_the_column():
     assert effective_status(user=user) == OnlineStatus.ONLINE
     with time_machine.travel(timezone.now() + timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT + 1)):
         assert effective_status(user=user) != OnlineStatus.ONLINE
+
+
+@pytest.mark.django_db
+def test_the_python_and_sql_forms_of_the_aggregate_across_devices_agree():
+    reports = [(), ("online",), ("away",), ("online", "away"), ("away", "away"), ("online", "online")]
+    expected = {}
+    for live, ended in itertools.product(reports, [(), ("online",), ("away",)]):
+        user = UserFactory()
+        for status in live:
+            PresenceSession.objects.create(user=user, reported_status=status, created_at=NOW, last_seen=NOW)
+        for status in ended:  # ended sessions report nothing
+            PresenceSession.objects.create(
+                user=user, reported_status=status, created_at=NOW, last_seen=NOW, ended_at=NOW
+            )
+        expected[user.pk] = aggregate_status(live)
+    in_sql = dict(
+        User.objects.filter(pk__in=expected)
+        .annotate(aggregate=aggregate_status_expression())
+        .values_list("pk", "aggregate")
+    )
+    assert in_sql == expected
+    assert set(expected.values()) == set(OnlineStatus.values)

@@ -257,3 +257,12 @@ def test_drill_two_beats_by_mistake_sweep_one_at_a_time(start_worker, tmp_path, 
         f"\ndrill 3: two beats: {completed + 2}+ sweeps completed, {skipped} skipped while one held the lock, "
         "3 users offline once"
     )
+
+
+def test_every_periodic_task_has_a_soft_and_a_hard_time_limit():
+    for entry in app.conf.beat_schedule.values():
+        task = app.tasks[entry["task"]]
+        assert 0 < task.soft_time_limit < task.time_limit, entry["task"]
+    sweep = app.tasks["users.tasks.check_and_mark_offline_users"]
+    # Past its interval the next sweep is due: the running one is stopped, not left to pile up.
+    assert sweep.soft_time_limit <= settings.PRESENCE_SWEEP_INTERVAL

@@ -322,6 +322,27 @@ class TestSweep:
         assert feed_id(stale) > before[stale.pk]
         assert feed_id(active) == before[active.pk]
 
+    @staticmethod
+    def _sweep_statements(*, users: int, at) -> int:
+        """A sweep over `users` who lost one of two sessions (the rest now reports away) and
+        as many who lost their only one; how many statements it ran."""
+        for _ in range(users):
+            regrouped, stale = UserFactory(), UserFactory()
+            sign_in(regrouped, at=at - TIMEOUT * 3)
+            sign_in(stale, at=at - TIMEOUT * 3)
+            touch(sign_in(regrouped, at=at - timedelta(seconds=10)), at=at, active=False, reported_status="away")
+        with CaptureQueriesContext(connection) as queries:
+            assert presence.mark_inactive_users_offline(now=at) == users
+        assert User.objects.filter(online_status=OnlineStatus.AWAY).count() == users
+        User.objects.filter(online_status=OnlineStatus.AWAY).update(online_status=OnlineStatus.OFFLINE)
+        return len(queries)
+
+    def test_runs_a_fixed_number_of_statements_whatever_the_number_of_users(self, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        one = self._sweep_statements(users=1, at=NOW)
+        fifty = self._sweep_statements(users=50, at=NOW + TIMEOUT * 10)
+        assert one == fifty, (one, fifty)
+
     def test_locks_rows_with_a_select_for_update_that_rechecks_last_seen(self):
         UserFactory.create_batch(3, online_status=OnlineStatus.ONLINE, last_seen=NOW - timedelta(hours=1))
         with CaptureQueriesContext(connection) as queries:
