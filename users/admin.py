@@ -5,7 +5,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from users.models import PRESENCE_FIELDS, OnlineStatus, PresenceSession, User
-from users.presence_rules import effective_status_expression, status_q
+from users.presence_rules import effective_status_expression, status_q, status_rank_expression
 from users.services import auth, presence
 
 PRESENCE_FIELD_ORDER = ["online_status", "last_seen", "last_active", "manual_status", "share_presence"]
@@ -51,16 +51,19 @@ class PresenceUserAdmin(UserAdmin):
     actions = ["mark_offline", "sign_out_everywhere"]
 
     def get_queryset(self, request):
+        now = timezone.now()
         return (
             super()
             .get_queryset(request)
             .annotate(
-                shown_status=effective_status_expression(now=timezone.now()),
+                shown_status=effective_status_expression(now=now),
+                shown_status_rank=status_rank_expression(now=now),
                 live_session_count=Count("presence_sessions", filter=Q(presence_sessions__ended_at__isnull=True)),
             )
         )
 
-    @admin.display(description="status", ordering="shown_status")
+    # Ranked like the API's ?ordering=online_status: descending lists online, away, offline.
+    @admin.display(description="status", ordering="shown_status_rank")
     def status(self, user):
         return format_html(
             '<span style="color:{}">&#9679;</span> {}', STATUS_COLOURS[user.shown_status], user.shown_status

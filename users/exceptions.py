@@ -25,6 +25,15 @@ class ResyncRequiredError(DomainError):
     field = "since"
 
 
+class NoLiveSessionError(DomainError):
+    """An admin tried to set online or away a user with no live session: that status could
+    never show (a disconnected user is shown offline), so nothing is written."""
+
+    status = 409
+    code = "no_live_session"
+    message = "This user has no live session: they can be set online or away only while connected."
+
+
 # A token that cannot open a session: 401, with simplejwt's body shape ({detail, code}).
 class TokenWithoutSessionError(DomainError):
     status = 401

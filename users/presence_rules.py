@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, CharField, Exists, OuterRef, Q, Value, When
+from django.db.models import Case, CharField, Exists, IntegerField, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from users.models import PRESENT_STATUSES, OnlineStatus, PresenceSession, ReportedStatus, User
@@ -95,6 +95,26 @@ def effective_status_expression(*, now: datetime) -> Case:
         When(status_q(OnlineStatus.AWAY, now=now), then=Value(OnlineStatus.AWAY)),
         default=Value(OnlineStatus.OFFLINE),
         output_field=CharField(),
+    )
+
+
+# --- Ranking by the status shown: Python and SQL --------------------------------------
+# How present a status is: ordering by it descending lists online, away, offline (not the
+# strings' alphabetical order).
+STATUS_RANK = {OnlineStatus.OFFLINE: 0, OnlineStatus.AWAY: 1, OnlineStatus.ONLINE: 2}
+
+
+def status_rank(*, user: User, now: datetime | None = None) -> int:
+    return STATUS_RANK[effective_status(user=user, now=now)]
+
+
+def status_rank_expression(*, now: datetime) -> Case:
+    """status_rank as SQL, for ORDER BY: the status shown at `now`, ranked."""
+    return Case(
+        When(status_q(OnlineStatus.ONLINE, now=now), then=Value(STATUS_RANK[OnlineStatus.ONLINE])),
+        When(status_q(OnlineStatus.AWAY, now=now), then=Value(STATUS_RANK[OnlineStatus.AWAY])),
+        default=Value(STATUS_RANK[OnlineStatus.OFFLINE]),
+        output_field=IntegerField(),
     )
 
 

@@ -160,6 +160,10 @@ else:
 PRESENCE_INACTIVITY_TIMEOUT = env.int("PRESENCE_INACTIVITY_TIMEOUT", default=120)
 PRESENCE_SWEEP_INTERVAL = env.int("PRESENCE_SWEEP_INTERVAL", default=60)
 PRESENCE_HEARTBEAT_INTERVAL = env.int("PRESENCE_HEARTBEAT_INTERVAL", default=30)
+# A sweep running longer than this is stopped (its transaction rolls back; the next sweep does
+# the work), and one that ignores that is killed PRESENCE_SWEEP_TIME_LIMIT + 30 s in. A sweep
+# takes milliseconds; only a lock held elsewhere or a stuck connection makes it this slow.
+PRESENCE_SWEEP_TIME_LIMIT = env.int("PRESENCE_SWEEP_TIME_LIMIT", default=max(PRESENCE_SWEEP_INTERVAL, 30))
 # Activity (heartbeats, other requests) rewrites a row that is already online only when its
 # last_seen is at least this old. Just under the heartbeat interval, so that every heartbeat
 # still moves last_seen while a burst of API calls costs one write, not one per request.

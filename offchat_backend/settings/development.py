@@ -1,7 +1,7 @@
 """Local development: runs with no environment at all (SQLite, filesystem broker)."""
 
 from .base import *  # noqa: F403
-from .base import REST_FRAMEWORK, env
+from .base import MIDDLEWARE, REST_FRAMEWORK, env
 
 DEBUG = env.bool("DEBUG", default=True)
 # Not a secret: development only. Production has no default and refuses to start without one.
@@ -16,3 +16,7 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     "login": env.str("THROTTLE_RATE_LOGIN", default="6000/min"),
     "login_username": env.str("THROTTLE_RATE_LOGIN_USERNAME", default="6000/min"),
 }
+# DEBUG answers an unknown URL with Django's HTML 404 page; the API promises JSON errors.
+# Before CommonMiddleware, whose APPEND_SLASH redirect must see the 404 first.
+_COMMON = MIDDLEWARE.index("django.middleware.common.CommonMiddleware")
+MIDDLEWARE = [*MIDDLEWARE[:_COMMON], "offchat_backend.middleware.JsonNotFoundMiddleware", *MIDDLEWARE[_COMMON:]]

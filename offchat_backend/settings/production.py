@@ -16,6 +16,12 @@ require(REDIS_URL, "Production needs Redis for the cache and the Celery broker: 
 # TLS ends at the proxy in front of gunicorn, which says so in X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+# Except for what is called over plain HTTP from inside the network, straight to gunicorn: a load
+# balancer's health check, and Prometheus, which scrapes each instance (a redirect would send the
+# scrape to the public name, hence to whichever instance the proxy picks). A token sent over plain
+# HTTP has gone by the time any redirect answers, so redirecting /metrics would protect nothing.
+# Regexes on the path without its leading slash; everything else keeps the redirect.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/$", r"^metrics$"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60)

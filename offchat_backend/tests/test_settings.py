@@ -209,3 +209,39 @@ def test_a_production_process_makes_only_the_folders_it_was_told_to_use(tmp_path
     loaded("production", tmp_path, **PRODUCTION_ENV, LOCAL_STATE_DIR=str(state), PROMETHEUS_MULTIPROC_DIR=str(metrics))
     assert not state.exists()
     assert metrics.is_dir()
+
+
+REDIRECTS = """
+import django
+django.setup()
+from django.http import HttpResponse
+from django.middleware.security import SecurityMiddleware
+from django.test import RequestFactory
+middleware = SecurityMiddleware(lambda request: HttpResponse())
+for path in ("/api/health/", "/metrics", "/api/health/x", "/metrics/", "/api/users/all-users/", "/dashboard/"):
+    for proto in ("http", "https"):
+        request = RequestFactory().get(path, HTTP_HOST="presence.example.com", HTTP_X_FORWARDED_PROTO=proto)
+        print(path, proto, middleware(request).get("Location", "-"))
+"""
+
+
+def test_production_redirects_plain_http_to_https_except_health_and_metrics(tmp_path):
+    """A load balancer's health check and Prometheus call gunicorn over plain HTTP."""
+    result = subprocess.run(
+        [sys.executable, "-c", REDIRECTS],
+        cwd=REPO,
+        env=clean_env(
+            DJANGO_SETTINGS_MODULE="offchat_backend.settings.production",
+            LOCAL_STATE_DIR=str(tmp_path),
+            **PRODUCTION_ENV,
+        ),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    redirects = dict(((path, proto), location) for path, proto, location in map(str.split, result.stdout.splitlines()))
+    served = {key for key, location in redirects.items() if location == "-"}
+    assert served == {(path, proto) for path in ("/api/health/", "/metrics") for proto in ("http", "https")} | {
+        (path, "https") for path in ("/api/health/x", "/metrics/", "/api/users/all-users/", "/dashboard/")
+    }
+    assert redirects["/api/users/all-users/", "http"] == "https://presence.example.com/api/users/all-users/"

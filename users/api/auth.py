@@ -83,7 +83,9 @@ class LoginView(PresenceClockMixin, generics.GenericAPIView):
     },
 )
 class LogoutView(generics.GenericAPIView):
-    """Blacklists the refresh token and ends its session; the user's other devices stay."""
+    """Blacklists the refresh token and ends its session; the user's other devices stay.
+    With no body, the session of the access token used ends, and its refresh tokens are
+    blacklisted."""
 
     serializer_class = serializers.LogoutSerializer
     records_own_presence = True  # users.api.middleware
@@ -91,8 +93,12 @@ class LogoutView(generics.GenericAPIView):
     def post(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        refresh_token = serializer.validated_data["refresh"]
+        if refresh_token is None:
+            auth.log_out_session(session=request.auth)
+            return Response({"detail": "Logged out."})
         try:
-            auth.log_out(user=request.user, refresh_token=serializer.validated_data["refresh"])
+            auth.log_out(user=request.user, refresh_token=refresh_token)
         except (TokenError, RefreshTokenNotOwnedError) as refused:
             log_event(
                 logger,

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from rest_framework.filters import OrderingFilter, SearchFilter, search_smart_split
 
 from users.models import OnlineStatus, User
-from users.presence_rules import effective_status_expression, status_q
+from users.presence_rules import status_q, status_rank_expression
 
 
 class StrictBooleanFormField(forms.NullBooleanField):
@@ -75,21 +75,22 @@ class BoundedSearchFilter(SearchFilter):
 class NullsLastOrderingFilter(OrderingFilter):
     """DRF's ordering, with never-seen users last in both directions on every database
     (PostgreSQL and SQLite disagree by default), the primary key as a tie-breaker so that
-    pages never overlap, and `online_status` meaning the status shown now."""
+    pages never overlap, and `online_status` meaning the status shown now, ranked by presence:
+    descending lists online, away, offline (users.presence_rules.status_rank_expression)."""
 
     def filter_queryset(self, request, queryset, view):
         ordering = self.get_ordering(request, queryset, view)
         if not ordering:
             return queryset
         if any(field.removeprefix("-") == "online_status" for field in ordering):
-            queryset = queryset.annotate(shown_status=effective_status_expression(now=view.presence_now))
+            queryset = queryset.annotate(shown_status_rank=status_rank_expression(now=view.presence_now))
         return queryset.order_by(*(_nulls_last(field) for field in ordering), "pk")
 
 
 def _nulls_last(field):
     name = field.removeprefix("-")
     if name == "online_status":
-        name = "shown_status"
+        name = "shown_status_rank"
     if field.startswith("-"):
         return F(name).desc(nulls_last=True)
     return F(name).asc(nulls_last=True)

@@ -13,10 +13,10 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
-from offchat_backend.openapi import AutoSchema
+from offchat_backend.openapi import AutoSchema, error
 from users.api.clock import PresenceClockMixin
 from users.api.filters import AdminUserFilter, BoundedSearchFilter, NullsLastOrderingFilter, PresenceFilterBackend
-from users.api.pagination import UserKeysetPagination
+from users.api.pagination import DirectoryPagination, UserKeysetPagination
 from users.api.serializers import lists as serializers
 from users.api.serializers.presence import PresenceSerializer, SessionSerializer
 from users.selectors import accounts, feed
@@ -84,7 +84,15 @@ class ChangeFeedSchema(AutoSchema):
                 "cursor": {"type": "string"},
             },
         }
-        with_cursor = {"allOf": [page, {"type": "object", "properties": {"cursor": {"type": "string"}}}]}
+        extra = {"cursor": {"type": "string"}}
+        if getattr(self.view, "mirrors_rows_as_users", False):
+            extra["users"] = {
+                "type": "array",
+                "items": row,
+                "description": "The rows again, for clients that read `users` (the OffChat frontend); "
+                "only in answers to requests without `page`, `page_size`, `paging` or `after`.",
+            }
+        with_cursor = {"allOf": [page, {"type": "object", "properties": extra}]}
         keyset_page = {
             "type": "object",
             "additionalProperties": False,
@@ -164,7 +172,23 @@ def _etags_in(header: str) -> set[str]:
 
 
 class AllUsersView(PresenceListMixin, generics.ListAPIView):
-    """Presence of every active user; staff also see emails and account flags."""
+    """Presence of every active user; staff also see emails and account flags.
+
+    Pages of up to 1,000 rows, so that an organisation's whole directory reaches a client in
+    one request. A request without paging parameters (the OffChat frontend's) also gets the
+    rows under `users`, beside `count`, the shape that client reads; paginated clients that
+    name their page get `results` alone.
+    """
+
+    pagination_class = DirectoryPagination
+    mirrors_rows_as_users = True  # documented by ChangeFeedSchema
+
+    def list(self, request, *args, **kwargs):
+        response = super().list(request, *args, **kwargs)
+        asked_for_a_page = {"page", "page_size", "paging", "after"} & request.query_params.keys()
+        if response.status_code == status.HTTP_200_OK and "count" in response.data and not asked_for_a_page:
+            response.data["users"] = response.data["results"]
+        return response
 
     def get_queryset(self):
         if self.request.user.is_staff:
@@ -217,7 +241,12 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
     def online_status(self, request, pk=None):
         return Response(self.get_serializer(self.get_object()).data)
 
-    @extend_schema(responses=PresenceSerializer)
+    @extend_schema(
+        responses={
+            200: PresenceSerializer,
+            409: error("409", "`online` or `away` for a user with no live session (code `no_live_session`)."),
+        }
+    )
     # An admin who sets their own status must not be flipped back online by this request.
     @action(detail=True, methods=["post"], url_path="set-online-status", records_own_presence=True)
     def set_online_status(self, request, pk=None):
@@ -226,6 +255,13 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
         serializer.is_valid(raise_exception=True)
         presence.admin_set_status(user=user, status=serializer.validated_data["online_status"])
         return Response(PresenceSerializer(user, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=None, responses=serializers.ForceLogoutSerializer)
+    @action(detail=True, methods=["post"], url_path="force-logout")
+    def force_logout(self, request, pk=None):
+        """Signs the user out of every device: all their sessions end and are revoked."""
+        ended = auth.end_every_session(user=self.get_object())
+        return Response({"detail": "Signed out of every device.", "sessions_ended": ended})
 
     @extend_schema(responses=SessionSerializer(many=True))
     @action(detail=True)
@@ -240,3 +276,15 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
         session = generics.get_object_or_404(user.presence_sessions.all(), pk=session_id)
         auth.end_session(session=session)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema(responses=serializers.DashboardStatsSerializer)
+class DashboardStatsView(PresenceClockMixin, generics.GenericAPIView):
+    """Active users per status, in the shape the OffChat frontend's dashboard card reads."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = serializers.DashboardStatsSerializer
+
+    def get(self, request):
+        counts = presence_selectors.status_counts(now=self.presence_now)
+        return Response(self.get_serializer({"users": counts}).data)

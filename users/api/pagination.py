@@ -20,6 +20,13 @@ class UserPagination(StrictPageSizeMixin, PageNumberPagination):
     pass
 
 
+class DirectoryPagination(UserPagination):
+    """The directory (all-users/): an organisation of up to 1,000 users in one page."""
+
+    page_size = 1000
+    max_page_size = 1000
+
+
 class UserKeysetPagination(StrictPageSizeMixin, CursorPagination):
     """`?paging=keyset`: pages that continue after the last row seen (`next` carries an opaque
     `after`), with no COUNT and no OFFSET, so that page 20,000 of a million users costs what

@@ -21,6 +21,15 @@ DIRECTORY_FIELDS = (
 ADMIN_FIELDS = DIRECTORY_FIELDS + ("email", "is_staff", "is_active", "date_joined")
 
 
+ROLES = ("admin", "user")
+
+
+def role_of(user: User) -> str:
+    """The role the OffChat frontend reads: staff are `admin` (it lets them into its admin
+    area), everyone else `user`. Derived, not stored: staff is the one permission we have."""
+    return "admin" if user.is_staff else "user"
+
+
 def user_directory() -> QuerySet[User]:
     """Every active account, as any signed-in user may see it."""
     return User.objects.filter(is_active=True).only(*DIRECTORY_FIELDS).order_by("username", "id")

@@ -4,8 +4,10 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from offchat_backend.log_events import log_event
@@ -30,6 +32,9 @@ def log_in(*, user: User, user_agent: str = "", ip_address: str | None = None) -
         session = presence.start_session(user=user, user_agent=user_agent, ip_address=ip_address)
         refresh = RefreshToken.for_user(user)
         refresh[SESSION_CLAIM] = str(session.pk)
+        # simplejwt recorded the token before it carried the session: record what was issued,
+        # so that a logout can find the session's refresh tokens by their claim.
+        OutstandingToken.objects.filter(jti=refresh[jwt_settings.JTI_CLAIM]).update(token=str(refresh))
     log_event(logger, "login", outcome="success", user_id=user.pk, session_id=session.pk)
     return IssuedTokens(access=str(refresh.access_token), refresh=str(refresh), session=session)
 
@@ -58,6 +63,53 @@ def log_out(*, user: User, refresh_token: str) -> None:
         user_id=user.pk,
         session_id=session.pk,
         status_after=session.user.online_status,
+    )
+
+
+def log_out_session(*, session: PresenceSession) -> None:
+    """Logout without a refresh token (the OffChat frontend's): the session whose token made
+    the request ends, and each of its refresh tokens is blacklisted."""
+    with transaction.atomic():
+        presence.end_session(session=session, reason=SessionEndReason.LOGOUT)
+        _blacklist_refresh_tokens(user_id=session.user_id, session_id=session.pk)
+    log_event(
+        logger,
+        "logout",
+        outcome="success",
+        user_id=session.user_id,
+        session_id=session.pk,
+        status_after=session.user.online_status,
+    )
+
+
+def end_every_session(*, user: User) -> int:
+    """Sign a user out of every device (an admin's forced logout): every session not yet
+    revoked is, and every refresh token of the user is blacklisted. Returns how many ended."""
+    with transaction.atomic():
+        sessions = PresenceSession.objects.filter(user=user, revoked_at__isnull=True).select_related("user")
+        ended = [
+            session.pk for session in sessions if presence.end_session(session=session, reason=SessionEndReason.FORCED)
+        ]
+        _blacklist_refresh_tokens(user_id=user.pk)
+    log_event(logger, "sessions_ended", outcome="success", user_id=user.pk, sessions_ended=len(ended))
+    return len(ended)
+
+
+def _blacklist_refresh_tokens(*, user_id: int, session_id=None) -> None:
+    """simplejwt's blacklist for every unexpired refresh token of the user (of one session,
+    read from the `sid` claim, when `session_id` is given). Revoking the session already
+    refuses them; the blacklist says so to anything that reads simplejwt's tables."""
+    outstanding = OutstandingToken.objects.filter(
+        user_id=user_id, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+    )
+    if session_id is not None:
+        outstanding = [
+            token
+            for token in outstanding
+            if RefreshToken(token.token, verify=False).get(SESSION_CLAIM) == str(session_id)
+        ]
+    BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
     )
 
 

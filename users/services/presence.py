@@ -17,12 +17,13 @@ import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from offchat_backend.log_events import log_event
+from users.exceptions import NoLiveSessionError
 from users.models import PRESENT_STATUSES, OnlineStatus, PresenceSession, PresenceSweep, SessionEndReason, User
 from users.presence_rules import (
     aggregate_status,
@@ -185,15 +186,16 @@ def set_share_presence(*, user: User, share: bool) -> bool:
 def admin_set_status(*, user: User, status: str, at=None) -> None:
     """An admin's decision. Offline ends the user's live sessions (not revoked: the user's
     next request brings them back, as after a sweep); online or away sets the stored status,
-    which holds until the user's own sessions next report a change. Neither can show a user
-    with no live session as present."""
+    which holds until the user's own sessions next report a change. Online or away for a
+    user with no live session raises NoLiveSessionError and writes nothing: it could not
+    show (a disconnected user is offline)."""
     at = at or timezone.now()
     with transaction.atomic():
         live_sessions = PresenceSession.objects.filter(user=user, ended_at__isnull=True)
         if status == OnlineStatus.OFFLINE:
             live_sessions.update(ended_at=at, end_reason=SessionEndReason.ADMIN)
         elif not live_sessions.exists():
-            status = OnlineStatus.OFFLINE
+            raise NoLiveSessionError
         User.objects.filter(pk=user.pk).update(online_status=status)
         take_feed_id(user_ids=[user.pk])
     user.online_status = status
@@ -209,13 +211,29 @@ def mark_inactive_users_offline(*, now=None) -> int:
     offline. Users present with no last_seen at all (set by an admin) count as inactive.
     One sweep at a time: a sweep that finds another running (two beats by mistake, or a
     sweep still running when the next is due) skips, and the running one does the work.
+    Bounded: on PostgreSQL a statement that runs, or waits for a lock, longer than
+    PRESENCE_SWEEP_TIME_LIMIT is cancelled, the whole sweep rolls back and the next one does
+    the work (Celery's time limits cannot interrupt a wait inside the database driver).
     Returns how many users went offline.
     """
-    now = now or timezone.now()
+    try:
+        return _sweep(now=now or timezone.now())
+    except OperationalError as failure:
+        if getattr(failure.__cause__, "pgcode", None) != QUERY_CANCELED:
+            raise
+        log_event(logger, "presence_sweep_timed_out", level=logging.WARNING, limit_s=settings.PRESENCE_SWEEP_TIME_LIMIT)
+        return 0
+
+
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement_timeout
+
+
+def _sweep(*, now) -> int:
     cutoff = now - inactivity_timeout()
     started = time.perf_counter()
     PresenceSweep.objects.get_or_create(pk=1)  # made by a migration; a test database flush removes it
     with transaction.atomic():
+        _bound_each_statement(seconds=settings.PRESENCE_SWEEP_TIME_LIMIT)
         if not _lock_the_sweep():
             log_event(logger, "presence_sweep_skipped", reason="another sweep is running")
             return 0
@@ -255,6 +273,12 @@ def mark_inactive_users_offline(*, now=None) -> int:
         duration_ms=round(duration * 1000, 1),
     )
     return len(stale)
+
+
+def _bound_each_statement(*, seconds: int) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{seconds}s"])
 
 
 def _users_whose_sessions_report_otherwise(*, user_ids: set[int]) -> list[int]:

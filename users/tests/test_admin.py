@@ -45,6 +45,18 @@ def test_changelist_shows_status_last_seen_and_live_sessions(admin_client):
     assert "&#9679;</span> online" in response.content.decode()
 
 
+def test_changelist_orders_by_status_as_the_api_does_online_away_offline(admin_client):
+    offline = UserFactory(username="rank-offline")
+    away = UserFactory(username="rank-away")
+    online = UserFactory(username="rank-online")
+    session = presence.start_session(user=away)
+    presence.record_activity(user=away, session=session, active=False, reported_status="away")
+    presence.start_session(user=online)
+    for order, expected in (("-3", [online, away, offline]), ("3", [offline, away, online])):  # 3: status
+        response = admin_client.get(CHANGELIST, {"q": "rank-", "o": order})
+        assert list(response.context["cl"].result_list) == expected, order
+
+
 def test_action_marks_selected_users_offline(admin_client):
     user = UserFactory()
     presence.start_session(user=user)

@@ -17,6 +17,8 @@ from users.presence_rules import (
     loaded_row_shows_the_same,
     shows_the_same_after_activity,
     status_q,
+    status_rank,
+    status_rank_expression,
 )
 from users.tests.factories import UserFactory
 
@@ -47,6 +49,25 @@ def test_the_python_and_sql_forms_of_the_rule_agree_on_every_case():
         sql_says = [status for status, ids in by_sql.items() if user.pk in ids]
         assert sql_says == [python_says], (user.online_status, user.last_seen, user.last_active, user.manual_status)
     assert all(by_sql.values()), "every status occurs in the grid"
+
+
+@pytest.mark.django_db
+def test_the_python_and_sql_forms_of_the_rank_agree_and_rank_online_away_offline():
+    ages = [None, timedelta(0), TIMEOUT + timedelta(seconds=1), AWAY_AFTER + timedelta(seconds=1)]
+    for stored, seen, active, manual in itertools.product(OnlineStatus.values, ages, ages, [None, "away"]):
+        UserFactory(
+            online_status=stored,
+            last_seen=None if seen is None else NOW - seen,
+            last_active=None if active is None else NOW - active,
+            manual_status=manual,
+        )
+    ranked = User.objects.annotate(rank=status_rank_expression(now=NOW)).order_by("-rank", "pk")
+    for user in ranked:
+        assert user.rank == status_rank(user=user, now=NOW), (user.online_status, user.last_seen, user.last_active)
+    shown = [effective_status(user=user, now=NOW) for user in ranked]
+    first = {status: shown.index(status) for status in OnlineStatus.values}
+    assert first[OnlineStatus.ONLINE] < first[OnlineStatus.AWAY] < first[OnlineStatus.OFFLINE]
+    assert shown == sorted(shown, key=[OnlineStatus.ONLINE, OnlineStatus.AWAY, OnlineStatus.OFFLINE].index)
 
 
 @pytest.mark.django_db

@@ -124,6 +124,7 @@ def _admin_requests(target, session):
         ("post", f"{users}{target.pk}/set-online-status/", {"online_status": OnlineStatus.OFFLINE}),
         ("get", f"{users}{target.pk}/sessions/", None),
         ("delete", f"{users}{target.pk}/sessions/{session.pk}/", None),
+        ("post", f"{users}{target.pk}/force-logout/", None),
     ]
 
 

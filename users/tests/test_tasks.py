@@ -264,5 +264,27 @@ def test_every_periodic_task_has_a_soft_and_a_hard_time_limit():
         task = app.tasks[entry["task"]]
         assert 0 < task.soft_time_limit < task.time_limit, entry["task"]
     sweep = app.tasks["users.tasks.check_and_mark_offline_users"]
-    # Past its interval the next sweep is due: the running one is stopped, not left to pile up.
-    assert sweep.soft_time_limit <= settings.PRESENCE_SWEEP_INTERVAL
+    assert sweep.soft_time_limit == settings.PRESENCE_SWEEP_TIME_LIMIT
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_past_its_time_limit_is_stopped_whole_and_the_next_one_does_the_work(start_worker, tmp_path, settings):
+    """A real worker with a 2 s limit, its sweeps held on a row lock for longer: each is
+    stopped with nothing applied and a warning, no crash; once the lock goes, a sweep does it all."""
+    stale = _stale_users(2)
+    with transaction.atomic():
+        User.objects.select_for_update().get(pk=stale[-1].pk)
+        worker = start_worker(_postgres_worker_env(settings, tmp_path, "limited", PRESENCE_SWEEP_TIME_LIMIT="2"))
+        worker.wait_for(lambda: "event=presence_sweep_timed_out" in worker.output(), timeout=30)
+        assert {User.objects.get(pk=user.pk).online_status for user in stale} == {OnlineStatus.ONLINE}
+        assert PresenceSession.objects.filter(user__in=stale, ended_at__isnull=True).count() == 2
+
+    worker.wait_for(
+        lambda: set(User.objects.filter(pk__in=[user.pk for user in stale]).values_list("online_status", flat=True))
+        == {OnlineStatus.OFFLINE}
+    )
+    logs = worker.output()
+    assert "limit_s=2" in logs
+    assert " ERROR " not in logs and "Traceback" not in logs

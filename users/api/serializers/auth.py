@@ -22,7 +22,16 @@ class LoginResponseSerializer(HeartbeatIntervalMixin, serializers.Serializer):
 
 
 class LogoutSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    refresh = serializers.CharField()
+    """`refresh`: that token's session ends. No body: the session of the access token used
+    ends (the OffChat frontend). `refresh_token` is the frontend's older name for `refresh`."""
+
+    refresh = serializers.CharField(required=False)
+    refresh_token = serializers.CharField(required=False, help_text="Older clients' name for `refresh`.")
+
+    def validate(self, attrs):
+        if "refresh" in attrs and "refresh_token" in attrs:
+            raise serializers.ValidationError({"refresh_token": ["Send `refresh` or `refresh_token`, not both."]})
+        return {"refresh": attrs.get("refresh", attrs.get("refresh_token"))}
 
 
 class TokenRefreshSerializer(RejectUnknownFieldsMixin, jwt_serializers.TokenRefreshSerializer):

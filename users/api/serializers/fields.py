@@ -1,7 +1,10 @@
 """Input that means exactly what it says: strict types, closed bodies, clear choice errors."""
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+from users.selectors.accounts import ROLES, role_of
 
 
 def choice_field(choices, name, **kwargs):
@@ -57,3 +60,14 @@ def presence_now(context):
     """The view's clock reading (users.api.clock), so that every row of a list is judged at
     one moment."""
     return context.get("presence_now") or timezone.now()
+
+
+@extend_schema_field(serializers.ChoiceField(choices=ROLES))
+class RoleField(serializers.Field):
+    """`admin` for staff, `user` otherwise (users.selectors.accounts.role_of): read only."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, user):
+        return role_of(user)

@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from users.api.serializers.fields import RejectUnknownFieldsMixin, choice_field, presence_now
+from users.api.serializers.fields import RejectUnknownFieldsMixin, RoleField, choice_field, presence_now
 from users.models import OnlineStatus, User
 from users.selectors.presence import presence_shown_to
 
@@ -36,6 +36,7 @@ class DirectoryUserSerializer(ListedPresenceMixin, serializers.ModelSerializer):
 
 class AdminUserSerializer(ListedPresenceMixin, serializers.ModelSerializer):
     is_online = serializers.SerializerMethodField()
+    role = RoleField()
 
     class Meta:
         model = User
@@ -45,6 +46,7 @@ class AdminUserSerializer(ListedPresenceMixin, serializers.ModelSerializer):
             "share_presence",
             "email",
             "is_staff",
+            "role",
             "is_active",
             "date_joined",
         ]
@@ -65,3 +67,14 @@ class PresenceSummarySerializer(serializers.Serializer):
     away = serializers.IntegerField()
     offline = serializers.IntegerField()
     total = serializers.IntegerField()
+
+
+class DashboardStatsSerializer(serializers.Serializer):
+    """The OffChat frontend's dashboard card: `{users: {total, online, away, offline}}`."""
+
+    users = PresenceSummarySerializer()
+
+
+class ForceLogoutSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    sessions_ended = serializers.IntegerField(help_text="Sessions that were live or idle and are now revoked.")

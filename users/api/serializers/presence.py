@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from users.api.serializers.fields import (
     RejectUnknownFieldsMixin,
+    RoleField,
     StrictBooleanField,
     StrictCharField,
     choice_field,
@@ -77,6 +78,7 @@ class AccountSerializer(RejectUnknownFieldsMixin, ComputedStatusMixin, serialize
     """The signed-in user's own account: returned at login, read and edited at /me/."""
 
     share_presence = StrictBooleanField(required=False)
+    role = RoleField()
     # Names are the other writable fields: strings only, like share_presence is booleans only.
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
@@ -92,13 +94,14 @@ class AccountSerializer(RejectUnknownFieldsMixin, ComputedStatusMixin, serialize
             "last_name",
             "email",
             "is_staff",
+            "role",
             "share_presence",
             "online_status",
             "last_seen",
         ]
         # Writable: first_name, last_name, share_presence. Nothing else, so no request can make
         # a user staff or rename them (mass assignment).
-        read_only_fields = ["id", "username", "email", "is_staff", "online_status", "last_seen"]
+        read_only_fields = ["id", "username", "email", "is_staff", "role", "online_status", "last_seen"]
 
 
 class HeartbeatSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

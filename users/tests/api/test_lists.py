@@ -45,7 +45,9 @@ class TestAllUsers:
 
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == {"count", "next", "previous", "results", "cursor"}
+        # `users` repeats the rows for the OffChat frontend (test_offchat_contract.py).
+        assert set(body) == {"count", "next", "previous", "results", "cursor", "users"}
+        assert body["users"] == body["results"]
         rows = {row["username"]: row for row in body["results"]}
         assert set(rows) == {user.username, other.username}
         assert rows[other.username]["online_status"] == "online"
@@ -125,6 +127,16 @@ class TestAdminUsers:
         ids = [row["id"] for row in staff_client.get(ADMIN_USERS, {"ordering": "last_seen"}).json()["results"]]
         assert ids == [early.pk, late.pk, staff.pk, never_seen.pk]
 
+    def test_orders_by_presence_online_away_offline_not_by_the_status_strings(self, staff_client, staff):
+        # Alphabetically "online" > "offline" > "away": a string sort would put offline second.
+        offline = UserFactory()
+        away = UserFactory(online_status=OnlineStatus.AWAY, last_seen=NOW)
+        online = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW, last_active=NOW)
+        ids = [row["id"] for row in staff_client.get(ADMIN_USERS, {"ordering": "-online_status"}).json()["results"]]
+        assert ids == [staff.pk, online.pk, away.pk, offline.pk]  # ties (staff is online too) by id
+        ids = [row["id"] for row in staff_client.get(ADMIN_USERS, {"ordering": "online_status"}).json()["results"]]
+        assert ids == [offline.pk, away.pk, staff.pk, online.pk]
+
     @pytest.mark.parametrize("ordering", ["password", "nonexistent", "username; DROP TABLE users", "-"])
     def test_an_unknown_ordering_is_ignored(self, staff_client, ordering):
         UserFactory(username="bbb")
@@ -190,6 +202,24 @@ class TestAdminSetStatus:
         assert response.status_code == 200
         assert response.json()["online_status"] == new_status
         assert stored(target) == (new_status, seen)
+
+    @pytest.mark.parametrize("new_status", ["online", "away"])
+    def test_online_or_away_for_a_user_with_no_live_session_is_a_409_saying_why(self, staff_client, new_status):
+        target = UserFactory()  # never logged in: no live session
+        before = User.objects.values().get(pk=target.pk)
+
+        response = staff_client.post(set_status_url(target.pk), {"online_status": new_status}, format="json")
+
+        assert assert_json_error(response, 409) == {
+            "detail": "This user has no live session: they can be set online or away only while connected.",
+            "code": "no_live_session",
+        }
+        assert User.objects.values().get(pk=target.pk) == before  # nothing written, not even a feed id
+
+    def test_offline_for_a_user_with_no_live_session_is_fine(self, staff_client, user):
+        response = staff_client.post(set_status_url(user.pk), {"online_status": "offline"}, format="json")
+        assert response.status_code == 200
+        assert response.json()["online_status"] == "offline"
 
     def test_an_admin_setting_their_own_status_keeps_it(self, staff_client, staff):
         response = staff_client.post(set_status_url(staff.pk), {"online_status": "away"}, format="json")
@@ -304,7 +334,7 @@ class TestStatusIsComputedNotTrusted:
         stale = UserFactory(username="stale", online_status=OnlineStatus.ONLINE, last_seen=NOW - timedelta(hours=1))
         away = UserFactory(online_status=OnlineStatus.AWAY, last_seen=timezone.now())
         rows = staff_client.get(ADMIN_USERS, {"ordering": "online_status"}).json()["results"]
-        assert [row["id"] for row in rows] == [away.pk, stale.pk, staff.pk]  # away < offline < online
+        assert [row["id"] for row in rows] == [stale.pk, away.pk, staff.pk]  # offline < away < online
 
 
 class TestChangeFeedThroughTheApi:

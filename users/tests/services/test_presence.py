@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from offchat_backend.tests.support import waiting_on_a_lock
+from users.exceptions import NoLiveSessionError
 from users.models import OnlineStatus, PresenceSession, PresenceSweep, ReportedStatus, SessionEndReason, User
 from users.presence_rules import effective_status
 from users.selectors.accounts import online_users_for_admin
@@ -239,11 +240,16 @@ class TestAdminSetStatus:
         touch(session, at=NOW + timedelta(seconds=2))
         assert shown(user, NOW + timedelta(seconds=2)) == OnlineStatus.ONLINE
 
-    def test_online_cannot_show_a_user_with_no_live_session(self):
+    @pytest.mark.parametrize("status", [OnlineStatus.ONLINE, OnlineStatus.AWAY])
+    def test_online_or_away_for_a_user_with_no_live_session_is_refused_and_writes_nothing(self, status):
         user = UserFactory()
         session = sign_in(user, at=NOW)
         presence.end_session(session=session, reason=SessionEndReason.LOGOUT, at=NOW + timedelta(seconds=1))
-        presence.admin_set_status(user=user, status=OnlineStatus.ONLINE, at=NOW + timedelta(seconds=2))
+        before = (stored(user), feed_id(user))
+        with pytest.raises(NoLiveSessionError) as refused:
+            presence.admin_set_status(user=user, status=status, at=NOW + timedelta(seconds=2))
+        assert (refused.value.status, refused.value.code) == (409, "no_live_session")
+        assert (stored(user), feed_id(user)) == before
         assert stored(user)[0] == OnlineStatus.OFFLINE
         assert shown(user, NOW + timedelta(seconds=2)) == OnlineStatus.OFFLINE
 
