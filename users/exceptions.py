@@ -57,3 +57,11 @@ class UserInactiveError(DomainError):
     status = 401
     code = "user_inactive"
     message = "User is inactive"
+
+
+class InvalidTokenError(DomainError):
+    """A token that is malformed, forged or expired (simplejwt's message)."""
+
+    status = 401
+    code = "token_not_valid"
+    message = "Token is invalid or expired"

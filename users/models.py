@@ -24,6 +24,7 @@ class SessionEndReason(models.TextChoices):
     LOGOUT = "logout", "Logged out"
     FORCED = "forced", "Ended by the user or an admin"
     ADMIN = "admin", "Set offline by an admin"
+    CLOSED = "closed", "Its last socket closed"
 
 
 # Statuses the sweep has to look at. The partial index below holds exactly these rows, so a

@@ -23,6 +23,8 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 
 INSTALLED_APPS = [
+    # First: its runserver serves the presence WebSocket too (ASGI), with no other server.
+    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -30,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "corsheaders",
+    "channels",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "django_filters",
@@ -54,6 +57,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "offchat_backend.urls"
 WSGI_APPLICATION = "offchat_backend.wsgi.application"
+ASGI_APPLICATION = "offchat_backend.asgi.application"
 AUTH_USER_MODEL = "users.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -175,6 +179,17 @@ PRESENCE_AWAY_AFTER = env.int("PRESENCE_AWAY_AFTER", default=300)
 # many changed users; past either the client reloads the full list.
 PRESENCE_FEED_MAX_AGE = env.int("PRESENCE_FEED_MAX_AGE", default=24 * 60 * 60)
 PRESENCE_FEED_MAX_CHANGES = env.int("PRESENCE_FEED_MAX_CHANGES", default=1000)
+# Live presence (/ws/presence/, docs/realtime.md). Each ASGI process reads the change feed this
+# often (seconds) and pushes what changed: the batching window.
+PRESENCE_PUSH_INTERVAL = env.float("PRESENCE_PUSH_INTERVAL", default=1.0)
+# A session whose last socket closed ends this long after, unless a socket comes back (a reload).
+PRESENCE_DISCONNECT_GRACE = env.float("PRESENCE_DISCONNECT_GRACE", default=10.0)
+# A socket that sends no frame for this long is closed (clients ping every heartbeat interval).
+PRESENCE_WS_IDLE_TIMEOUT = env.float("PRESENCE_WS_IDLE_TIMEOUT", default=90.0)
+# Seconds to send {"type": "auth"} when the token is not in the URL or the subprotocol.
+PRESENCE_WS_AUTH_TIMEOUT = env.float("PRESENCE_WS_AUTH_TIMEOUT", default=10.0)
+# Users one non-staff socket may follow (Slack's presence_sub).
+PRESENCE_WS_MAX_SUBSCRIPTIONS = env.int("PRESENCE_WS_MAX_SUBSCRIPTIONS", default=500)
 
 
 # --- Celery -------------------------------------------------------------------

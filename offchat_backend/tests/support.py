@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +43,7 @@ CONFIG_VARIABLES = frozenset(
         "DASHBOARD_POLL_INTERVAL",
         "STATIC_ROOT",
     }
+    | {name for name in os.environ if name.startswith("PRESENCE_")}
 )
 
 
@@ -68,10 +70,10 @@ def free_port():
 PROXIED_HOST = "presence.example.com"
 
 
-def api_request(port, path, *, token=None, body=None, method=None, timeout=10):
+def api_request(port, path, *, token=None, body=None, method=None, timeout=10, host=PROXIED_HOST):
     """A request as the TLS proxy in front of gunicorn passes it on: (status, the body parsed as
     JSON, or as text when it is not); a connection failure is status 0."""
-    headers = {"Host": PROXIED_HOST, "X-Forwarded-Proto": "https", "Content-Type": "application/json"}
+    headers = {"Host": host, "X-Forwarded-Proto": "https", "Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
@@ -231,3 +233,55 @@ def waiting_on_a_lock():
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
         )
         return cursor.fetchone()[0] > 0
+
+
+def session_database_env():
+    """DATABASE_URL for a process under test to share this test session's database: the
+    PostgreSQL one, or SQLite's file (the test settings keep it in a file for that)."""
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        return session_database_url()
+    return f"sqlite:///{db['NAME']}"
+
+
+class AsgiServer(ProjectProcess):
+    """`daphne` (or `uvicorn`) serving offchat_backend.asgi on a free port, on this test
+    session's database, with development settings unless `env` says otherwise."""
+
+    def __init__(self, tmp_path, *, server="daphne", name="asgi", **env):
+        self.port = free_port()
+        config = {
+            "DJANGO_SETTINGS_MODULE": "offchat_backend.settings.development",
+            "DATABASE_URL": session_database_env(),
+            "LOCAL_STATE_DIR": str(tmp_path / name),
+            "DEBUG": "false",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # Tokens the test process issues must verify there.
+            "SECRET_KEY": settings.SECRET_KEY,
+            **env,
+        }
+        if server == "daphne":
+            command = [
+                str(VENV_BIN / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "offchat_backend.asgi:application",
+            ]
+        else:
+            command = [
+                str(VENV_BIN / "uvicorn"), "offchat_backend.asgi:application", "--host", "127.0.0.1",
+                "--port", str(self.port), "--no-access-log",
+            ]  # fmt: skip
+        super().__init__(command, env=clean_env(**config), log_path=tmp_path / f"{name}.log")
+        self.wait_for(self._answers, timeout=30)
+
+    def _answers(self):
+        return api_request(self.port, "/api/health/", host="127.0.0.1")[0] != 0
+
+    def ws_url(self, query=""):
+        return f"ws://127.0.0.1:{self.port}/ws/presence/{query}"
+
+    def http(self, path, **kwargs):
+        return api_request(self.port, path, host="127.0.0.1", **kwargs)

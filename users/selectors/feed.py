@@ -55,7 +55,7 @@ class Changes:
     cursor: Cursor
 
 
-def changes_since(*, queryset: QuerySet[User], cursor: Cursor, now: datetime) -> Changes:
+def changes_since(*, queryset: QuerySet[User], cursor: Cursor, now: datetime, limit: int | None = None) -> Changes:
     """The users of `queryset` whose presence may have changed since `cursor`, and the ids of
     those that left it (deleted, deactivated, filtered out).
 
@@ -64,11 +64,12 @@ def changes_since(*, queryset: QuerySet[User], cursor: Cursor, now: datetime) ->
     with no write at all: those whose last_seen or last_active crossed its limit since the
     cursor. A write that lands while a poll reads is either invisible to it and carries a
     later id, or (a plain heartbeat) cannot change a status within the margin the window
-    overlaps by (users.services.presence.record_activity).
+    overlaps by (users.services.presence.record_activity). Past `limit` changed users
+    (PRESENCE_FEED_MAX_CHANGES) it raises ResyncRequiredError.
     """
     next_cursor = current_cursor(now=now)
     crossed_a_limit = crossed_a_limit_q(since=cursor.at - transition_margin(), now=now)
-    limit = settings.PRESENCE_FEED_MAX_CHANGES
+    limit = limit or settings.PRESENCE_FEED_MAX_CHANGES
     changed_ids = set(
         User.objects.filter(Q(presence_update_id__gt=cursor.update_id) | crossed_a_limit).values_list("pk", flat=True)[
             : limit + 1

@@ -1,9 +1,17 @@
 """Which presence session a token opens."""
 
 from django.core.exceptions import ValidationError
+from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import AccessToken
 
-from users.exceptions import SessionNotFoundError, SessionRevokedError, TokenWithoutSessionError, UserInactiveError
+from users.exceptions import (
+    InvalidTokenError,
+    SessionNotFoundError,
+    SessionRevokedError,
+    TokenWithoutSessionError,
+    UserInactiveError,
+)
 from users.models import PresenceSession
 
 # The token claim that names the presence session (users.models.PresenceSession). Refresh
@@ -31,3 +39,21 @@ def session_of_token(token) -> PresenceSession:
     if not session.user.is_active:
         raise UserInactiveError()
     return session
+
+
+def session_of_access_token(raw_token: str) -> PresenceSession:
+    """session_of_token for a raw access token that still has to be verified (a socket's:
+    REST requests are verified by simplejwt's authentication class)."""
+    try:
+        token = AccessToken(raw_token)
+    except TokenError as invalid:
+        raise InvalidTokenError(str(invalid)) from invalid
+    return session_of_token(token)
+
+
+def unusable_sessions(*, session_ids) -> set[str]:
+    """Of these sessions, those no token may use any more: revoked, deleted, or of a
+    deactivated user."""
+    ids = {str(session_id) for session_id in session_ids}
+    usable = PresenceSession.objects.filter(pk__in=ids, revoked_at__isnull=True, user__is_active=True)
+    return ids - {str(pk) for pk in usable.values_list("pk", flat=True)}

@@ -162,6 +162,61 @@ def _is_fresh(*, user: User, session: PresenceSession, at: datetime, active: boo
     return loaded_row_shows_the_same(user=user, session=session, at=at, active=active)
 
 
+# --- Sockets ---------------------------------------------------------------------------
+def touch_sessions(*, session_ids, at=None) -> int:
+    """The sessions of a process's open sockets are alive: one statement for all of them
+    (and their users' last_seen), however many sockets; sockets' pings write nothing else.
+
+    A session the sweep ended meanwhile (a process that stalled past the timeout) is
+    revived as connect_session does, one by one: the rare path. Revoked sessions stay ended.
+    Returns how many sessions were touched.
+    """
+    at = at or timezone.now()
+    ids = [str(session_id) for session_id in session_ids]
+    if not ids:
+        return 0
+    live = PresenceSession.objects.filter(pk__in=ids, ended_at__isnull=True, revoked_at__isnull=True)
+    with transaction.atomic():
+        _commit_without_waiting_for_disk()
+        moved = live.update(last_seen=Greatest("last_seen", at))
+        # Seen, not active: last_active moves with real input only (a status frame, a request).
+        User.objects.filter(pk__in=live.values("user_id")).update(last_seen=Greatest(Coalesce("last_seen", at), at))
+    if moved < len(ids):
+        ended = PresenceSession.objects.filter(pk__in=ids, ended_at__isnull=False, revoked_at__isnull=True)
+        for session in ended.select_related("user"):
+            connect_session(session=session, at=at)
+            moved += 1
+    return moved
+
+
+def connect_session(*, session: PresenceSession, at=None) -> None:
+    """A socket opened on `session`: it is alive now, revived if the sweep or a closed
+    socket's grace period ended it, whatever the write granularity says (end_closed_session
+    compares with this time)."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        revived = PresenceSession.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
+            last_seen=Greatest("last_seen", at), ended_at=None, end_reason=""
+        )
+        if revived:
+            _recompute_user(user=session.user, at=at, seen=True, active=False)
+    session.last_seen, session.ended_at = at, None
+
+
+def end_closed_session(*, session: PresenceSession, closed_at) -> bool:
+    """The last socket of `session` closed at `closed_at` and none came back within the
+    grace period: the session ends, unless something touched it since (a socket reopened on
+    another process, an HTTP request). Not revoked: the device's next request revives it.
+    The user stays online while another session is live."""
+    with transaction.atomic():
+        ended = PresenceSession.objects.filter(
+            pk=session.pk, ended_at__isnull=True, revoked_at__isnull=True, last_seen__lte=closed_at
+        ).update(ended_at=closed_at, end_reason=SessionEndReason.CLOSED)
+        if ended:
+            _recompute_user(user=session.user, at=closed_at, seen=False, active=False)
+    return bool(ended)
+
+
 # --- Statuses set by people -----------------------------------------------------------
 def set_manual_status(*, user: User, status: str | None) -> bool:
     """The user's own away or online, shown while connected until cleared (None)."""

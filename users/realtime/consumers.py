@@ -1,0 +1,306 @@
+"""The presence socket, /ws/presence/: the open socket is the session (docs/realtime.md)."""
+
+import asyncio
+import json
+import logging
+import time
+from types import SimpleNamespace
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
+
+from offchat_backend.errors import DomainError
+from offchat_backend.log_events import log_event
+from users.models import ReportedStatus
+from users.presence_rules import effective_status
+from users.realtime.hub import HUB, Listener, rows_for, snapshot_rows
+from users.selectors import accounts, feed
+from users.selectors.sessions import session_of_access_token
+from users.services import presence
+
+logger = logging.getLogger(__name__)
+
+SUBPROTOCOL = "offchat.presence"
+TOKEN_SUBPROTOCOL_PREFIX = "token."
+MAX_FRAME_BYTES = 16 * 1024
+# Flood control: a bucket of FRAME_BURST frames, refilled at FRAME_RATE per second.
+FRAME_BURST, FRAME_RATE = 30, 2.0
+
+
+class CloseCode:
+    """Close codes (docs/realtime.md), in the range applications own. Before closing, the
+    server sends an error frame with the precise code (not every ASGI server passes a close
+    reason on: daphne drops it)."""
+
+    UNAUTHORIZED = 4401  # bad, expired or revoked token; logged out; deactivated
+    AUTH_TIMEOUT = 4408  # no auth frame in time, or no frame at all for too long
+    TOO_BIG = 4413  # a frame over MAX_FRAME_BYTES
+    TOO_MANY_FRAMES = 4429
+
+
+CLOSE_DETAILS = {
+    "token_not_valid": "The token is invalid or expired: refresh it and connect again.",
+    "session_not_found": "The token's session does not exist: log in again.",
+    "session_revoked": "This session was logged out or ended: log in again.",
+    "user_inactive": "This account is deactivated.",
+    "auth_timeout": 'No {"type": "auth", "token": ...} frame in time.',
+    "idle": "No frame for too long: ping every heartbeat interval.",
+    "frame_too_big": f"Frames are at most {MAX_FRAME_BYTES} bytes.",
+    "too_many_frames": f"At most {FRAME_BURST} frames at once, {FRAME_RATE:g} a second after that.",
+}
+
+
+class PresenceConsumer(AsyncWebsocketConsumer):
+    listener: Listener | None = None
+
+    async def connect(self):
+        self.listener = None
+        self.tokens, self.refilled = float(FRAME_BURST), time.monotonic()
+        self.last_frame = time.monotonic()
+        self.floors: dict[int | str, feed.Cursor] = {}  # per user, or "*": pushes older than these are stale
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        offered = self.scope.get("subprotocols") or []
+        token = next(
+            (p.removeprefix(TOKEN_SUBPROTOCOL_PREFIX) for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)),
+            None,
+        ) or next(iter(query.get("token", [])), None)
+        await self.accept(SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        self.resume_from = next(iter(query.get("cursor", [])), None)
+        if token:
+            await self._authenticate(token)
+        else:
+            self.auth_deadline = asyncio.get_running_loop().call_later(
+                settings.PRESENCE_WS_AUTH_TIMEOUT, lambda: asyncio.ensure_future(self._auth_timed_out())
+            )
+
+    async def disconnect(self, code):
+        deadline = getattr(self, "auth_deadline", None)
+        if deadline:
+            deadline.cancel()
+        if self.listener:
+            HUB.leave(self.listener)
+
+    # --- Frames from the client ------------------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None):
+        self.last_frame = time.monotonic()
+        if not self._within_rate():
+            await self._close(CloseCode.TOO_MANY_FRAMES, "too_many_frames")
+            return
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_FRAME_BYTES:
+            await self._close(CloseCode.TOO_BIG, "frame_too_big")
+            return
+        if text_data is None:
+            await self._error("bad_frame", "Send JSON text frames.")
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self._error("bad_json", "A frame is one JSON object.")
+            return
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        handler = {
+            "auth": self._on_auth,
+            "ping": self._on_ping,
+            "status": self._on_status,
+            "subscribe": self._on_subscribe,
+            "unsubscribe": self._on_unsubscribe,
+            "resume": self._on_resume,
+        }.get(kind)
+        if handler is None:
+            await self._error("unknown_type", "Frame types: auth, ping, status, subscribe, unsubscribe, resume.")
+            return
+        if kind not in ("auth", "ping") and self.listener is None:
+            await self._error("not_authenticated", 'Send {"type": "auth", "token": ...} first.')
+            return
+        await handler(frame)
+
+    async def _on_ping(self, frame):
+        await self._send({"type": "pong"})
+
+    async def _on_auth(self, frame):
+        if self.listener is not None:
+            await self._error("already_authenticated", "This socket is authenticated already.")
+            return
+        token = frame.get("token")
+        if not isinstance(token, str) or not token:
+            await self._error("invalid", "`token` must be an access token.")
+            return
+        await self._authenticate(token)
+
+    async def _on_status(self, frame):
+        status = frame.get("status")
+        if status not in ReportedStatus.values:
+            await self._error("invalid", f"`status` must be one of: {', '.join(ReportedStatus.values)}.")
+            return
+        session = self.listener.session
+        await database_sync_to_async(presence.record_activity)(
+            user=session.user, session=session, active=status == ReportedStatus.ONLINE, reported_status=status
+        )
+        await self._send({"type": "status", "online_status": effective_status(user=session.user)})
+
+    async def _on_subscribe(self, frame):
+        user_ids = _user_ids(frame.get("user_ids"))
+        if user_ids is None:
+            await self._error("invalid", "`user_ids` must be a list of user ids.")
+            return
+        if len(self.listener.subscriptions | user_ids) > settings.PRESENCE_WS_MAX_SUBSCRIPTIONS:
+            limit = settings.PRESENCE_WS_MAX_SUBSCRIPTIONS
+            await self._error("too_many_subscriptions", f"A socket follows at most {limit} users.")
+            return
+        HUB.subscribe(self.listener, user_ids)
+        cursor = HUB.cursor
+        rows = await database_sync_to_async(snapshot_rows)(
+            user_ids=user_ids, viewer_id=self.listener.user_id, is_staff=self.listener.is_staff
+        )
+        HUB.remember_public_rows({user_id: row for user_id, row in rows.items() if user_id != self.listener.user_id})
+        now_cursor = await database_sync_to_async(feed.current_cursor)(now=timezone.now())
+        for user_id in user_ids:
+            self.floors[user_id] = now_cursor
+        await self._send({"type": "subscribed", "user_ids": sorted(str(pk) for pk in self.listener.subscriptions)})
+        await self._send_rows(list(rows.values()), removed=[], cursor=cursor or now_cursor)
+
+    async def _on_unsubscribe(self, frame):
+        user_ids = _user_ids(frame.get("user_ids"))
+        if user_ids is None:
+            await self._error("invalid", "`user_ids` must be a list of user ids.")
+            return
+        HUB.unsubscribe(self.listener, user_ids)
+        await self._send({"type": "subscribed", "user_ids": sorted(str(pk) for pk in self.listener.subscriptions)})
+
+    async def _on_resume(self, frame):
+        cursor = frame.get("cursor")
+        if not isinstance(cursor, str):
+            await self._error("invalid", "`cursor` must be the `cursor` of an earlier frame or list.")
+            return
+        await self._resume(cursor)
+
+    # --- Pushed by the hub ---------------------------------------------------------------------
+    async def send_changes(self, *, rows: list[dict], removed: list[int], cursor: feed.Cursor):
+        rows = [row for row in rows if not self._is_stale(row["id"], cursor)]
+        removed = [user_id for user_id in removed if not self._is_stale(user_id, cursor)]
+        if rows or removed:
+            await self._send_rows(rows, removed=removed, cursor=cursor)
+
+    async def send_resync_required(self):
+        await self._error("resync_required", "Too many changes at once: fetch the list again, then resume.")
+
+    async def close_for_revocation(self):
+        await self._close(CloseCode.UNAUTHORIZED, "session_revoked")
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_frame
+
+    async def close_idle(self):
+        """No frame for PRESENCE_WS_IDLE_TIMEOUT: a dead peer (a laptop asleep, a lost
+        network), whatever the server's protocol pings say."""
+        await self._close(CloseCode.AUTH_TIMEOUT, "idle")
+
+    # --- Internals -----------------------------------------------------------------------------
+    async def _authenticate(self, token: str):
+        deadline = getattr(self, "auth_deadline", None)
+        if deadline:
+            deadline.cancel()
+        try:
+            session = await database_sync_to_async(session_of_access_token)(token)
+        except DomainError as refused:
+            log_event(logger, "socket_refused", level=logging.WARNING, reason=refused.code)
+            await self._close(CloseCode.UNAUTHORIZED, refused.code)
+            return
+        self.listener = Listener(socket=self, session=session, is_staff=session.user.is_staff)
+        cursor = await HUB.join(self.listener)
+        log_event(logger, "socket_opened", user_id=session.user_id, session_id=session.pk)
+        await self._send(
+            {
+                "type": "hello",
+                "user_id": str(session.user_id),
+                "session_id": str(session.pk),
+                "is_staff": session.user.is_staff,
+                "cursor": str(cursor),
+                "ping_interval": settings.PRESENCE_HEARTBEAT_INTERVAL,
+            }
+        )
+        if self.resume_from:
+            await self._resume(self.resume_from)
+
+    async def _resume(self, raw_cursor: str):
+        listener = self.listener
+
+        def read():
+            now = timezone.now()
+            cursor = feed.parse_cursor(raw_cursor, now=now)
+            changes = feed.changes_since(queryset=_interest(listener), cursor=cursor, now=now)
+            viewer = SimpleNamespace(is_staff=listener.is_staff, pk=listener.user_id)
+            removed = [user_id for user_id in changes.removed_ids if listener.hears(user_id)]
+            return rows_for(changes.users, viewer=viewer, now=now), removed, changes.cursor
+
+        try:
+            rows, removed, cursor = await database_sync_to_async(read)()
+        except DomainError as refused:
+            await self._error(refused.code, refused.message)
+            return
+        self.floors = {"*": cursor}
+        await self._send_rows(list(rows.values()), removed=removed, cursor=cursor)
+
+    def _is_stale(self, user_id: int, cursor: feed.Cursor) -> bool:
+        floor = self.floors.get(user_id) or self.floors.get("*")
+        return floor is not None and cursor.at <= floor.at
+
+    async def _send_rows(self, rows, *, removed, cursor):
+        await self._send({"type": "presence", "users": rows, "removed": removed, "cursor": str(cursor)})
+        for row in rows:
+            # The OffChat frontend's frame, one per change.
+            await self._send(
+                {
+                    "type": "user_status_change",
+                    "user_id": str(row["id"]),
+                    "username": row["username"],
+                    "online_status": row["online_status"],
+                }
+            )
+
+    def _within_rate(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(float(FRAME_BURST), self.tokens + (now - self.refilled) * FRAME_RATE)
+        self.refilled = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    async def _auth_timed_out(self):
+        if self.listener is None:
+            await self._close(CloseCode.AUTH_TIMEOUT, "auth_timeout")
+
+    async def _error(self, code: str, detail: str):
+        await self._send({"type": "error", "code": code, "detail": detail})
+
+    async def _send(self, frame: dict):
+        await self.send(text_data=json.dumps(frame, separators=(",", ":"), default=str))
+
+    async def _close(self, code: int, reason: str):
+        if self.listener:
+            HUB.leave(self.listener)
+            self.listener = None
+        await self._error(reason, CLOSE_DETAILS[reason])
+        await self.close(code=code, reason=reason)
+
+
+def _user_ids(raw) -> set[int] | None:
+    if not isinstance(raw, list) or len(raw) > 10_000:
+        return None
+    ids = set()
+    for item in raw:
+        if isinstance(item, bool) or not isinstance(item, int | str) or not str(item).isdigit():
+            return None
+        ids.add(int(item))
+    return ids if all(0 < pk < 2**63 for pk in ids) else None
+
+
+def _interest(listener):
+    """The users a socket hears of: everyone active for staff, its subscriptions otherwise."""
+    queryset = accounts.users_for_admin().filter(is_active=True)
+    return queryset if listener.is_staff else queryset.filter(pk__in=listener.subscriptions)

@@ -1,0 +1,279 @@
+"""One hub per ASGI process: its open sockets, what each wants to hear, and the loop that
+follows the change feed and pushes every change to the sockets interested in it.
+
+Why the feed and not messages between processes: the HTTP change feed (users.selectors.feed)
+is the source of truth. It already holds every write in commit order, the sweep's in the
+Celery worker included, and finds the transitions the clock makes with no write at all. Each
+process reads it once per PRESENCE_PUSH_INTERVAL, whatever its number of sockets, and fans
+out locally: one delivery per interested socket, no per-member copies through Redis, nothing
+lost when Redis restarts, and any number of processes see the same changes.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from offchat_backend.log_events import log_event
+from users.api.serializers.lists import AdminUserSerializer, DirectoryUserSerializer
+from users.exceptions import ResyncRequiredError
+from users.models import PresenceSession
+from users.selectors import accounts, feed
+from users.selectors.sessions import unusable_sessions
+from users.services import presence
+
+logger = logging.getLogger(__name__)
+
+# Who a row is computed for: staff see the truth, everyone else what privacy lets them see.
+STAFF_VIEWER = SimpleNamespace(is_staff=True, pk=None)
+PUBLIC_VIEWER = SimpleNamespace(is_staff=False, pk=None)
+# How many changed users one read of the feed may bring; past it every socket resyncs.
+FOLLOWER_MAX_CHANGES = 100_000
+
+
+@dataclass(eq=False)
+class Listener:
+    """One open, authenticated socket: whose session it holds and what it wants to hear."""
+
+    socket: object  # users.realtime.consumers.PresenceConsumer
+    session: PresenceSession
+    is_staff: bool
+    subscriptions: set[int] = field(default_factory=set)
+
+    @property
+    def session_id(self) -> str:
+        return str(self.session.pk)
+
+    @property
+    def user_id(self) -> int:
+        return self.session.user_id
+
+    def hears(self, user_id: int) -> bool:
+        return self.is_staff or user_id in self.subscriptions
+
+
+@dataclass
+class Batch:
+    """What one read of the feed found, rows computed once for all sockets."""
+
+    cursor: feed.Cursor
+    staff_rows: dict[int, dict] = field(default_factory=dict)
+    public_rows: dict[int, dict] = field(default_factory=dict)
+    own_rows: dict[int, dict] = field(default_factory=dict)
+    removed: list[int] = field(default_factory=list)
+    unusable_sessions: set[str] = field(default_factory=set)
+    resync: bool = False
+
+
+def rows_for(users, *, viewer, now) -> dict[int, dict]:
+    """The users as the lists show them to `viewer` (staff: the admin rows; others: the
+    directory's, with privacy applied)."""
+    serializer_class = AdminUserSerializer if viewer.is_staff else DirectoryUserSerializer
+    context = {"request": SimpleNamespace(user=viewer), "presence_now": now}
+    return {row["id"]: row for row in serializer_class(users, many=True, context=context).data}
+
+
+def read_batch(*, cursor: feed.Cursor, now: datetime, owned: dict[int, set[str]], self_subscribed: set[int]) -> Batch:
+    """Runs in a worker thread: the changes since `cursor`, their rows for staff, for other
+    users and for themselves, and which of the changed users' local sessions died."""
+    try:
+        changes = feed.changes_since(
+            queryset=accounts.users_for_admin(), cursor=cursor, now=now, limit=FOLLOWER_MAX_CHANGES
+        )
+    except ResyncRequiredError:
+        return Batch(cursor=feed.current_cursor(now=now), resync=True)
+    active = [user for user in changes.users if user.is_active]
+    gone = [user.pk for user in changes.users if not user.is_active] + list(changes.removed_ids)
+    batch = Batch(
+        cursor=changes.cursor,
+        staff_rows=rows_for(active, viewer=STAFF_VIEWER, now=now),
+        public_rows=rows_for(active, viewer=PUBLIC_VIEWER, now=now),
+        removed=sorted(gone),
+    )
+    for user in active:
+        if user.pk in self_subscribed:
+            own_viewer = SimpleNamespace(is_staff=False, pk=user.pk)
+            batch.own_rows.update(rows_for([user], viewer=own_viewer, now=now))
+    changed_owners = {user.pk for user in changes.users} | set(changes.removed_ids)
+    local = {sid for user_id in changed_owners & owned.keys() for sid in owned[user_id]}
+    if local:
+        batch.unusable_sessions = unusable_sessions(session_ids=local)
+    return batch
+
+
+class Hub:
+    def __init__(self):
+        self._reset()
+
+    def _reset(self):
+        self.listeners: set[Listener] = set()
+        self.by_session: dict[str, set[Listener]] = {}
+        self.staff: set[Listener] = set()
+        self.subscribers: dict[int, set[Listener]] = {}
+        # What was last pushed of each user: (staff row, public row), so that a change that
+        # shows nothing new (or nothing at all to non-staff: a hidden user) pushes nothing.
+        self.last_pushed: dict[int, tuple[dict | None, dict | None]] = {}
+        self.cursor: feed.Cursor | None = None
+        self.grace_timers: dict[str, asyncio.Task] = {}
+        self.last_touch = time.monotonic()
+        self.follower: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # --- Sockets come and go -----------------------------------------------------------
+    async def join(self, listener: Listener) -> feed.Cursor:
+        """Register an authenticated socket; returns the cursor its pushes start after."""
+        if self.loop is not asyncio.get_running_loop():  # a new event loop (tests): start over
+            self._reset()
+            self.loop = asyncio.get_running_loop()
+        timer = self.grace_timers.pop(listener.session_id, None)
+        if timer:
+            timer.cancel()
+        await database_sync_to_async(presence.connect_session)(session=listener.session)
+        if self.cursor is None:
+            self.cursor = await database_sync_to_async(feed.current_cursor)(now=timezone.now())
+        self.listeners.add(listener)
+        self.by_session.setdefault(listener.session_id, set()).add(listener)
+        if listener.is_staff:
+            self.staff.add(listener)
+        if self.follower is None or self.follower.done():
+            self.follower = asyncio.create_task(self._follow())
+        return self.cursor
+
+    def leave(self, listener: Listener) -> None:
+        if listener not in self.listeners:
+            return
+        self.listeners.discard(listener)
+        self.staff.discard(listener)
+        self.unsubscribe(listener, set(listener.subscriptions))
+        same_session = self.by_session.get(listener.session_id, set())
+        same_session.discard(listener)
+        if not same_session:
+            self.by_session.pop(listener.session_id, None)
+            if listener.session.revoked_at is None:
+                self.grace_timers[listener.session_id] = asyncio.create_task(
+                    self._end_after_grace(listener.session, closed_at=timezone.now())
+                )
+
+    async def _end_after_grace(self, session: PresenceSession, *, closed_at) -> None:
+        """A reload or a blip reconnects within the grace period and nothing flaps."""
+        try:
+            await asyncio.sleep(settings.PRESENCE_DISCONNECT_GRACE)
+            if str(session.pk) not in self.by_session:
+                await database_sync_to_async(presence.end_closed_session)(session=session, closed_at=closed_at)
+        finally:
+            self.grace_timers.pop(str(session.pk), None)
+
+    def subscribe(self, listener: Listener, user_ids: set[int]) -> None:
+        listener.subscriptions |= user_ids
+        for user_id in user_ids:
+            self.subscribers.setdefault(user_id, set()).add(listener)
+
+    def unsubscribe(self, listener: Listener, user_ids: set[int]) -> None:
+        listener.subscriptions -= user_ids
+        for user_id in user_ids:
+            listeners = self.subscribers.get(user_id)
+            if listeners:
+                listeners.discard(listener)
+                if not listeners:
+                    del self.subscribers[user_id]
+
+    def remember_public_rows(self, rows: dict[int, dict]) -> None:
+        """A subscriber was just sent these rows: later pushes compare with them when nothing
+        was pushed of those users yet (so a hidden user's first change tells nothing)."""
+        for user_id, row in rows.items():
+            staff_row, public_row = self.last_pushed.get(user_id, (None, None))
+            if public_row is None:
+                self.last_pushed[user_id] = (staff_row, row)
+
+    # --- The follower --------------------------------------------------------------------
+    async def _follow(self) -> None:
+        while self.listeners or self.grace_timers:
+            started = time.monotonic()
+            try:
+                await self._tick()
+            except Exception:  # a database outage: keep the sockets, try again next tick
+                logger.exception("event=presence_push_failed")
+            await asyncio.sleep(max(0.0, settings.PRESENCE_PUSH_INTERVAL - (time.monotonic() - started)))
+
+    async def _tick(self) -> None:
+        if not self.listeners:
+            return
+        idle = [lst for lst in list(self.listeners) if lst.socket.idle_for() > settings.PRESENCE_WS_IDLE_TIMEOUT]
+        for listener in idle:
+            await listener.socket.close_idle()
+        if time.monotonic() - self.last_touch >= settings.PRESENCE_WRITE_GRANULARITY:
+            self.last_touch = time.monotonic()
+            await database_sync_to_async(presence.touch_sessions)(session_ids=list(self.by_session))
+        owned: dict[int, set[str]] = {}
+        for listener in self.listeners:
+            owned.setdefault(listener.user_id, set()).add(listener.session_id)
+        self_subscribed = {
+            lst.user_id for lst in self.listeners if not lst.is_staff and lst.user_id in lst.subscriptions
+        }
+        batch = await database_sync_to_async(read_batch)(
+            cursor=self.cursor, now=timezone.now(), owned=owned, self_subscribed=self_subscribed
+        )
+        self.cursor = batch.cursor
+        await self._push(batch)
+
+    async def _push(self, batch: Batch) -> None:
+        if batch.resync:
+            log_event(logger, "presence_push_resync", level=logging.WARNING, sockets=len(self.listeners))
+            await asyncio.gather(*(lst.socket.send_resync_required() for lst in list(self.listeners)))
+            return
+        for session_id in batch.unusable_sessions:
+            for listener in list(self.by_session.get(session_id, ())):
+                listener.session.revoked_at = listener.session.revoked_at or timezone.now()
+                await listener.socket.close_for_revocation()
+        staff_changed, public_changed = self._what_changed(batch)
+        sends = []
+        for listener in list(self.listeners):
+            rows = self._rows_for(listener, batch, staff_changed, public_changed)
+            removed = [user_id for user_id in batch.removed if listener.hears(user_id)]
+            if rows or removed:
+                sends.append(listener.socket.send_changes(rows=rows, removed=removed, cursor=batch.cursor))
+        await asyncio.gather(*sends)
+
+    def _what_changed(self, batch: Batch) -> tuple[set[int], set[int]]:
+        staff_changed, public_changed = set(), set()
+        for user_id, staff_row in batch.staff_rows.items():
+            last_staff, last_public = self.last_pushed.get(user_id, (None, None))
+            public_row = batch.public_rows.get(user_id)
+            if staff_row != last_staff:
+                staff_changed.add(user_id)
+            if public_row is not None and public_row != last_public:
+                public_changed.add(user_id)
+            self.last_pushed[user_id] = (staff_row, public_row if public_row is not None else last_public)
+        for user_id in batch.removed:
+            self.last_pushed.pop(user_id, None)
+        return staff_changed, public_changed
+
+    @staticmethod
+    def _rows_for(listener: Listener, batch: Batch, staff_changed: set[int], public_changed: set[int]) -> list[dict]:
+        if listener.is_staff:
+            return [batch.staff_rows[user_id] for user_id in sorted(staff_changed)]
+        rows = []
+        for user_id in sorted(listener.subscriptions & (public_changed | batch.own_rows.keys())):
+            if user_id == listener.user_id and user_id in batch.own_rows:
+                rows.append(batch.own_rows[user_id])
+            elif user_id in public_changed:
+                rows.append(batch.public_rows[user_id])
+        return rows
+
+
+HUB = Hub()
+
+
+def snapshot_rows(*, user_ids, viewer_id: int, is_staff: bool) -> dict[int, dict]:
+    """The current rows of these (active) users as `viewer_id` sees them: what a socket is
+    sent when it subscribes. Runs in a worker thread."""
+    now = timezone.now()
+    users = list(accounts.users_for_admin().filter(pk__in=user_ids, is_active=True))
+    viewer = STAFF_VIEWER if is_staff else SimpleNamespace(is_staff=False, pk=viewer_id)
+    return rows_for(users, viewer=viewer, now=now)
