@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import datetime
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
@@ -48,6 +49,7 @@ CLOSE_DETAILS = {
     "user_inactive": "This account is deactivated.",
     "auth_timeout": 'No {"type": "auth", "token": ...} frame in time.',
     "idle": "No frame for too long: ping every heartbeat interval.",
+    "too_slow": "The client did not take pushed frames in time.",
     "frame_too_big": f"Frames are at most {MAX_FRAME_BYTES} bytes.",
     "too_many_frames": f"At most {FRAME_BURST} frames at once, {FRAME_RATE:g} a second after that.",
 }
@@ -60,7 +62,9 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         self.listener = None
         self.tokens, self.refilled = float(FRAME_BURST), time.monotonic()
         self.last_frame = time.monotonic()
-        self.floors: dict[int | str, feed.Cursor] = {}  # per user, or "*": pushes older than these are stale
+        # Per user (or "*": all): what this socket was last sent directly (a subscribe's rows, a
+        # resume) showed that moment; a push computed before it is older, and dropped.
+        self.floors: dict[int | str, datetime] = {}
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         offered = self.scope.get("subprotocols") or []
         token = next(
@@ -152,16 +156,14 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             await self._error("too_many_subscriptions", f"A socket follows at most {limit} users.")
             return
         HUB.subscribe(self.listener, user_ids)
-        cursor = HUB.cursor
-        rows = await database_sync_to_async(snapshot_rows)(
+        rows, shown_at = await database_sync_to_async(snapshot_rows)(
             user_ids=user_ids, viewer_id=self.listener.user_id, is_staff=self.listener.is_staff
         )
         HUB.remember_public_rows({user_id: row for user_id, row in rows.items() if user_id != self.listener.user_id})
-        now_cursor = await database_sync_to_async(feed.current_cursor)(now=timezone.now())
         for user_id in user_ids:
-            self.floors[user_id] = now_cursor
+            self.floors[user_id] = shown_at
         await self._send({"type": "subscribed", "user_ids": sorted(str(pk) for pk in self.listener.subscriptions)})
-        await self._send_rows(list(rows.values()), removed=[], cursor=cursor or now_cursor)
+        await self._send_rows(list(rows.values()), removed=[], cursor=HUB.cursor)
 
     async def _on_unsubscribe(self, frame):
         user_ids = _user_ids(frame.get("user_ids"))
@@ -193,6 +195,9 @@ class PresenceConsumer(AsyncWebsocketConsumer):
 
     def idle_for(self) -> float:
         return time.monotonic() - self.last_frame
+
+    async def close_too_slow(self):
+        await self._close(CloseCode.AUTH_TIMEOUT, "too_slow")
 
     async def close_idle(self):
         """No frame for PRESENCE_WS_IDLE_TIMEOUT: a dead peer (a laptop asleep, a lost
@@ -242,12 +247,12 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         except DomainError as refused:
             await self._error(refused.code, refused.message)
             return
-        self.floors = {"*": cursor}
+        self.floors = {"*": cursor.at}
         await self._send_rows(list(rows.values()), removed=removed, cursor=cursor)
 
     def _is_stale(self, user_id: int, cursor: feed.Cursor) -> bool:
         floor = self.floors.get(user_id) or self.floors.get("*")
-        return floor is not None and cursor.at <= floor.at
+        return floor is not None and cursor.at <= floor
 
     async def _send_rows(self, rows, *, removed, cursor):
         await self._send({"type": "presence", "users": rows, "removed": removed, "cursor": str(cursor)})

@@ -35,6 +35,8 @@ STAFF_VIEWER = SimpleNamespace(is_staff=True, pk=None)
 PUBLIC_VIEWER = SimpleNamespace(is_staff=False, pk=None)
 # How many changed users one read of the feed may bring; past it every socket resyncs.
 FOLLOWER_MAX_CHANGES = 100_000
+# Seconds one socket may take to accept its share of a batch.
+SEND_TIMEOUT = 5.0
 
 
 @dataclass(eq=False)
@@ -200,6 +202,8 @@ class Hub:
             except Exception:  # a database outage: keep the sockets, try again next tick
                 logger.exception("event=presence_push_failed")
             await asyncio.sleep(max(0.0, settings.PRESENCE_PUSH_INTERVAL - (time.monotonic() - started)))
+        # Nobody listens: the next socket starts from the feed as it is then.
+        self.cursor = None
 
     async def _tick(self) -> None:
         if not self.listeners:
@@ -237,8 +241,18 @@ class Hub:
             rows = self._rows_for(listener, batch, staff_changed, public_changed)
             removed = [user_id for user_id in batch.removed if listener.hears(user_id)]
             if rows or removed:
-                sends.append(listener.socket.send_changes(rows=rows, removed=removed, cursor=batch.cursor))
+                sends.append(self._deliver(listener, rows=rows, removed=removed, cursor=batch.cursor))
         await asyncio.gather(*sends)
+
+    @staticmethod
+    async def _deliver(listener: Listener, **batch) -> None:
+        """One socket's share of a batch. A client that does not take it in time is closed
+        rather than allowed to hold every other socket's next push back."""
+        try:
+            await asyncio.wait_for(listener.socket.send_changes(**batch), timeout=SEND_TIMEOUT)
+        except TimeoutError:
+            log_event(logger, "socket_too_slow", level=logging.WARNING, session_id=listener.session_id)
+            await listener.socket.close_too_slow()
 
     def _what_changed(self, batch: Batch) -> tuple[set[int], set[int]]:
         staff_changed, public_changed = set(), set()
@@ -270,10 +284,10 @@ class Hub:
 HUB = Hub()
 
 
-def snapshot_rows(*, user_ids, viewer_id: int, is_staff: bool) -> dict[int, dict]:
-    """The current rows of these (active) users as `viewer_id` sees them: what a socket is
-    sent when it subscribes. Runs in a worker thread."""
+def snapshot_rows(*, user_ids, viewer_id: int, is_staff: bool) -> tuple[dict[int, dict], datetime]:
+    """The current rows of these (active) users as `viewer_id` sees them, and the moment
+    they show: what a socket is sent when it subscribes. Runs in a worker thread."""
     now = timezone.now()
     users = list(accounts.users_for_admin().filter(pk__in=user_ids, is_active=True))
     viewer = STAFF_VIEWER if is_staff else SimpleNamespace(is_staff=False, pk=viewer_id)
-    return rows_for(users, viewer=viewer, now=now)
+    return rows_for(users, viewer=viewer, now=now), now

@@ -9,7 +9,7 @@ import pytest
 PACKAGES = ("users", "offchat_backend", "dashboard")
 # Lowest first. A layer may import the layers below it, never one above.
 DOMAIN_LAYERS = ["users.models", "users.presence_rules", "users.selectors", "users.services"]
-TRANSPORTS = ["users.api", "users.ops", "users.tasks", "users.admin", "users.management"]
+TRANSPORTS = ["users.api", "users.realtime", "users.ops", "users.tasks", "users.admin", "users.management"]
 DOMAIN = [*DOMAIN_LAYERS, "users.exceptions"]
 # The domain speaks neither HTTP nor DRF; simplejwt's tokens are the auth service's business.
 NOT_FOR_THE_DOMAIN = {"rest_framework", "drf_spectacular", "django_filters", "corsheaders", "rest_framework_simplejwt"}

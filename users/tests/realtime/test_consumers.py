@@ -385,3 +385,31 @@ def test_a_socket_that_resumes_from_its_cursor_gets_exactly_what_it_missed(serve
         socket.recv(timeout=5)
         too_old = f"1-{int((timezone.now() - timedelta(days=2)).timestamp() * 1000)}"
         assert reply(socket, {"type": "resume", "cursor": too_old})["code"] == "resync_required"
+
+
+def test_a_silent_peer_is_closed_after_the_idle_timeout_and_its_session_ends_after_the_grace(server):
+    asgi, user = server(PRESENCE_WS_IDLE_TIMEOUT="1"), UserFactory()
+    issued = auth.log_in(user=user)
+    with connect(asgi.ws_url(f"?token={issued.access}")) as socket:
+        socket.recv(timeout=5)
+        started = time.monotonic()
+        assert closed_with(socket, timeout=5) == (4408, "idle")
+        assert time.monotonic() - started < 3
+    deadline = time.monotonic() + 5
+    while stored_status(user) != OnlineStatus.OFFLINE and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert PresenceSession.objects.get(pk=issued.session.pk).end_reason == SessionEndReason.CLOSED
+
+
+def test_pings_write_nothing(server):
+    asgi, user = server(), UserFactory()  # the default write window: 25 s
+    issued = auth.log_in(user=user)
+    with connect(asgi.ws_url(f"?token={issued.access}")) as socket:
+        socket.recv(timeout=5)
+        opened = PresenceSession.objects.get(pk=issued.session.pk).last_seen
+        before = User.objects.values_list("last_seen", "presence_update_id").get(pk=user.pk)
+        for _ in range(5):
+            assert reply(socket, {"type": "ping"}) == {"type": "pong"}
+            time.sleep(0.2)
+        assert PresenceSession.objects.get(pk=issued.session.pk).last_seen == opened
+        assert User.objects.values_list("last_seen", "presence_update_id").get(pk=user.pk) == before
