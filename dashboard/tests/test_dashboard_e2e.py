@@ -1,13 +1,18 @@
 """The dashboard in a real headless Chromium (Debian's package, driven by Playwright),
-against a live server on the test database: the browser talks to the real API."""
+against a live server on the test database: the browser talks to the real API. The live
+tests run the page against a real ASGI server (daphne), which serves the page, its static
+files, the API and the presence socket."""
 
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings as django_settings
 
+from offchat_backend.tests.support import AsgiServer
 from users.tests.factories import PASSWORD, StaffFactory, UserFactory
 
 CHROMIUM = os.environ.get("OFFCHAT_CHROMIUM", "/usr/bin/chromium")
@@ -27,29 +32,67 @@ WAIT_MS = 15_000
 pytestmark = [pytest.mark.chromium, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def browser(people, live_server):
-    """After the database fixtures: Playwright runs an event loop in this thread, inside which
-    Django refuses ORM calls, so the data is made before and flushed after the browser."""
+@contextmanager
+def chromium():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
 
 
-@pytest.fixture
-def page(browser):
+@contextmanager
+def new_page(browser):
+    """A page that records its errors, its requests to the user list (`api_calls`) and the
+    WebSockets it opens (`sockets`)."""
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     page = context.new_page()
     page.errors = []
     page.api_calls = []
+    page.sockets = []
     page.on("request", lambda request: "/api/users/admin/users/?" in request.url and page.api_calls.append(request.url))
+    page.on("websocket", lambda socket: page.sockets.append(socket.url))
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
     yield page
     context.close()
+
+
+@pytest.fixture
+def browser(people, live_server):
+    """After the database fixtures: Playwright runs an event loop in this thread, inside which
+    Django refuses ORM calls, so the data is made before and flushed after the browser."""
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser):
+    with new_page(browser) as opened:
+        yield opened
+
+
+@pytest.fixture
+def asgi(tmp_path, people):
+    """daphne on the test database, serving the static files too (asgi_settings: whitenoise).
+    It polls once an hour: whatever updates the page within seconds came through the socket."""
+    static_root = tmp_path / "static"  # whitenoise looks there first (empty: no collectstatic)
+    static_root.mkdir()
+    server = AsgiServer(
+        tmp_path,
+        DJANGO_SETTINGS_MODULE="dashboard.tests.asgi_settings",
+        DASHBOARD_POLL_INTERVAL="3600",
+        STATIC_ROOT=str(static_root),
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_page(asgi):
+    with chromium() as launched, new_page(launched) as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -108,7 +151,9 @@ def test_staff_sees_themselves_online_and_another_user_go_offline(people, live_s
     page.fill("#search", "bob")
     page.wait_for_function("document.querySelectorAll('#users tr').length === 1", timeout=WAIT_MS)
     assert page.locator("#users tr").get_attribute("data-username") == "bob"
-    assert page.errors == []
+    # The live server is WSGI: no socket (404), so the page kept polling, and says so.
+    assert page.inner_text("#mode") == "Polling every 1 s"
+    assert [error for error in page.errors if not error.startswith("WebSocket connection to")] == []
 
 
 def test_a_non_staff_account_is_turned_away_and_signed_out(people, live_server, page):
@@ -122,3 +167,75 @@ def test_a_non_staff_account_is_turned_away_and_signed_out(people, live_server, 
 def test_wrong_credentials_show_an_error(people, live_server, page):
     sign_in(page, live_server.url, "ada", password="wrong")
     page.locator("#login-error", has_text="Wrong username or password.").wait_for(timeout=WAIT_MS)
+
+
+def test_the_page_goes_live_on_the_socket_and_falls_back_to_polling_when_it_closes(people, asgi, live_page):
+    page, base_url = live_page, f"http://127.0.0.1:{asgi.port}"
+    status, bob_tokens = asgi.http("/api/users/login/", body={"username": "bob", "password": PASSWORD})
+    assert status == 200, bob_tokens
+    assert asgi.http("/static/dashboard/presence.js")[0] == 200  # served by daphne (whitenoise)
+
+    sign_in(page, base_url, "ada")
+    page.wait_for_url(f"{base_url}/dashboard/")
+    row(page, "ada").locator(".status-text", has_text="online").wait_for(timeout=WAIT_MS)
+    row(page, "bob").locator(".status-text", has_text="online").wait_for(timeout=WAIT_MS)
+    badge = page.locator("#mode")
+    page.locator('#mode[data-mode="live"]').wait_for(timeout=WAIT_MS)
+    assert badge.inner_text() == "Live"
+    assert badge.get_attribute("role") == "status"
+    assert badge.get_attribute("aria-label").startswith("Live: changes are pushed")
+    # One socket, to the presence path; the token went in a subprotocol, never in the URL.
+    access = page.evaluate("sessionStorage.getItem('offchat.access')")
+    assert page.sockets == [f"ws://127.0.0.1:{asgi.port}/ws/presence/"]
+    assert access not in asgi.output()
+    loads = list(page.api_calls)
+    assert loads and not any("since=" in url for url in loads)  # the first page, no feed poll
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "dashboard-live.png"), full_page=True)
+
+    assert asgi.http("/api/users/logout/", body={"refresh": bob_tokens["refresh"]}, token=bob_tokens["access"])[0] in (
+        200,
+        204,
+    )
+    logged_out = time.monotonic()
+    # Pushed within 3 s: the page polls once an hour, and asks the user list nothing.
+    row(page, "bob").locator(".status-text", has_text="offline · last seen just now").wait_for(timeout=3000)
+    assert time.monotonic() - logged_out < 3
+    assert row(page, "bob").get_attribute("data-status") == "offline"
+    assert row(page, "ada").get_attribute("data-status") == "online"
+    page.wait_for_function("document.getElementById('count-online').textContent === '1'", timeout=WAIT_MS)
+    assert page.inner_text("#count-offline") == "1"
+    assert page.api_calls == loads
+    assert page.inner_text("#mode") == "Live"
+    assert page.errors == []
+    page.screenshot(path=str(OUTPUT / "dashboard-live-bob-offline.png"), full_page=True)
+
+    asgi.stop()
+    # The socket closed: the page says it polls, and catches up through the change feed at once.
+    page.locator('#mode[data-mode="polling"]').wait_for(timeout=WAIT_MS)
+    assert badge.inner_text() == "Polling every 1 h"
+    page.wait_for_function("!document.getElementById('error').hidden", timeout=WAIT_MS)
+    assert any("since=" in url for url in page.api_calls[len(loads) :])
+    assert row(page, "bob").get_attribute("data-status") == "offline"  # the rows stay
+    page.screenshot(path=str(OUTPUT / "dashboard-live-fallback.png"), full_page=True)
+
+
+def test_a_session_logged_out_elsewhere_signs_the_live_page_out(people, asgi, live_page):
+    """The session is logged out elsewhere: the socket is closed 4401 and the counts the pushed
+    change asks for answer 401; whichever comes first, the page refreshes its token once (one
+    refresh shared by both), the refresh is refused, and the page signs out."""
+    page, base_url = live_page, f"http://127.0.0.1:{asgi.port}"
+    sign_in(page, base_url, "ada")
+    page.wait_for_url(f"{base_url}/dashboard/")
+    page.locator('#mode[data-mode="live"]').wait_for(timeout=WAIT_MS)
+    access, refresh = page.evaluate(
+        "[sessionStorage.getItem('offchat.access'), sessionStorage.getItem('offchat.refresh')]"
+    )
+    refreshes = []
+    page.on("request", lambda request: "/api/users/token/refresh/" in request.url and refreshes.append(request.url))
+
+    assert asgi.http("/api/users/logout/", body={"refresh": refresh}, token=access)[0] == 200  # elsewhere
+
+    page.wait_for_url("**/dashboard/login/", timeout=WAIT_MS)
+    assert len(refreshes) == 1  # one refresh, shared by the socket and the poll it fell back to
+    assert page.evaluate("sessionStorage.getItem('offchat.access')") is None

@@ -1,3 +1,6 @@
+import json
+import re
+
 import pytest
 from django.contrib.staticfiles import finders
 
@@ -13,9 +16,11 @@ def test_pages_are_served_to_anyone_and_hold_no_data(client, path):
     assert "/static/dashboard/api.js" in response.content.decode()
 
 
-def test_the_poll_interval_comes_from_the_settings(client, settings):
+def test_the_poll_interval_and_the_socket_path_reach_the_page(client, settings):
     settings.DASHBOARD_POLL_INTERVAL = 7
-    assert '{"pollSeconds": 7}' in client.get("/dashboard/").content.decode()
+    html = client.get("/dashboard/").content.decode()
+    config = re.search(r'<script id="config" type="application/json">(.*?)</script>', html)
+    assert json.loads(config[1]) == {"pollSeconds": 7, "socketPath": "/ws/presence/"}
 
 
 @pytest.mark.parametrize("name", ["api.js", "login.js", "presence.js", "dashboard.css"])

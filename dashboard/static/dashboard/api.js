@@ -28,13 +28,27 @@ const OffChat = (() => {
     });
   }
 
-  async function refreshTokens() {
-    const { refresh } = tokens();
-    if (!refresh) return false;
-    const response = await post("/api/users/token/refresh/", { refresh });
-    if (!response.ok) return false;
-    save(await response.json());
-    return true;
+  // One refresh at a time: refresh tokens rotate (the old one is blacklisted), so a second
+  // refresh sent with the same token, by a parallel request or the socket, would sign us out.
+  let refreshing = null;
+  function refreshTokens() {
+    refreshing ??= (async () => {
+      const { refresh } = tokens();
+      if (!refresh) return false;
+      const response = await post("/api/users/token/refresh/", { refresh }).catch(() => null);
+      if (!response?.ok) return false;
+      save(await response.json());
+      return true;
+    })().finally(() => {
+      refreshing = null;
+    });
+    return refreshing;
+  }
+
+  // The session is over (the refresh token was refused): forget it and go to the sign-in page.
+  function signOut() {
+    clear();
+    window.location.assign(LOGIN_PAGE);
   }
 
   // A GET with the access token; `If-None-Match` and friends go in `headers`. The browser's
@@ -45,8 +59,7 @@ const OffChat = (() => {
     let response = await send();
     if (response.status === 401 && (await refreshTokens())) response = await send();
     if (response.status === 401) {
-      clear();
-      window.location.assign(LOGIN_PAGE);
+      signOut();
       throw new Error("signed out");
     }
     return response;
@@ -67,5 +80,10 @@ const OffChat = (() => {
     clear();
   }
 
-  return { get, login, logout, currentUser, signedIn: () => Boolean(tokens().access), LOGIN_PAGE };
+  return {
+    get, login, logout, currentUser, signOut, LOGIN_PAGE,
+    refresh: refreshTokens,
+    accessToken: () => tokens().access,
+    signedIn: () => Boolean(tokens().access),
+  };
 })();

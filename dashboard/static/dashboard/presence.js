@@ -1,6 +1,9 @@
 // The live presence page. A full page of users is loaded with its ETag (If-None-Match: an
-// unchanged page costs a 304); every poll then asks the change feed (?since=cursor) what
-// changed, updates rows in place, and reloads the page only when rows may have moved.
+// unchanged page costs a 304). Changes then arrive through the presence socket (pushed
+// `presence` frames), or, while the socket is down, from polling the change feed
+// (?since=cursor) every `pollSeconds`. Either way rows are updated in place, and the page is
+// reloaded only when rows may have moved or left it. Both follow one cursor (`state.cursor`,
+// the same format for the socket and the REST lists), so switching between them misses nothing.
 "use strict";
 
 (() => {
@@ -8,13 +11,18 @@
     window.location.replace(OffChat.LOGIN_PAGE);
     return;
   }
-  const config = JSON.parse(document.getElementById("config").textContent);
+  const config = { pollSeconds: 10, socketPath: "/ws/presence/", ...JSON.parse(document.getElementById("config").textContent) };
   const PAGE_SIZE = 50;
   const $ = (id) => document.getElementById(id);
   const state = {
     page: 1, search: "", status: "", ordering: "username",
     rows: [], count: 0, hasNext: false, hasPrevious: false, etag: null, cursor: null,
+    pageAt: 0, // when the shown page was read (its cursor's time): pushes read before are stale
   };
+  // The presence socket: `open` once its hello arrived; `refreshed` once a 4401 made us refresh
+  // the access token (a second 4401 before the next hello signs out); `attempts` for the backoff.
+  const live = { socket: null, open: false, refreshed: false, attempts: 0, retry: null, ping: null, stopped: false };
+  const cursorAt = (cursor) => Number(String(cursor).split("-")[1]) || 0;
 
   function listUrl(extra = {}) {
     const params = new URLSearchParams({ page_size: PAGE_SIZE, ordering: state.ordering, ...extra });
@@ -34,9 +42,31 @@
     const body = await response.json();
     Object.assign(state, {
       rows: body.results, count: body.count, hasNext: Boolean(body.next), hasPrevious: Boolean(body.previous),
-      etag: response.headers.get("ETag"), cursor: body.cursor,
+      etag: response.headers.get("ETag"), cursor: body.cursor, pageAt: cursorAt(body.cursor),
     });
     render();
+    // What changed between this read and now: the socket sends it from the page's cursor.
+    if (live.open) send({ type: "resume", cursor: state.cursor });
+  }
+
+  // Reloads coalesce: one at a time, and one more if asked for meanwhile.
+  let reloading = null;
+  let reloadAgain = false;
+  function reload() {
+    if (reloading) {
+      reloadAgain = true;
+      return reloading;
+    }
+    reloading = loadPage()
+      .catch(showFailure)
+      .finally(() => {
+        reloading = null;
+        if (reloadAgain) {
+          reloadAgain = false;
+          reload();
+        }
+      });
+    return reloading;
   }
 
   async function followFeed() {
@@ -95,6 +125,7 @@
 
   function rowFor(user) {
     const row = document.createElement("tr");
+    row.dataset.userId = user.id;
     row.dataset.username = user.username;
     row.dataset.status = user.online_status;
     const name = element("span", "name", user.username);
@@ -120,18 +151,193 @@
     });
   }
 
-  async function tick() {
+  function updated() {
+    $("error").hidden = true;
+    $("updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  }
+
+  function showFailure(failure) {
+    $("error").textContent = `Could not update: ${failure.message}. Retrying.`;
+    $("error").hidden = false;
+  }
+
+  // --- Polling: only while the socket is down ------------------------------------------------
+  let pollTimer = null;
+  let polling = false;
+
+  function schedulePoll(delayMs) {
+    window.clearTimeout(pollTimer);
+    pollTimer = window.setTimeout(poll, delayMs);
+  }
+
+  async function poll() {
+    if (live.open || polling) return;
+    polling = true;
     try {
       await Promise.all([loadCounts(), followFeed()]);
       render(); // "last seen" texts age between changes
-      $("error").hidden = true;
-      $("updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+      updated();
     } catch (failure) {
-      $("error").textContent = `Could not update: ${failure.message}. Retrying.`;
-      $("error").hidden = false;
+      showFailure(failure);
     } finally {
-      window.setTimeout(tick, config.pollSeconds * 1000);
+      polling = false;
+      if (!live.open) schedulePoll(config.pollSeconds * 1000);
     }
+  }
+
+  function every(seconds) {
+    if (seconds < 60) return `${seconds} s`;
+    if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+    return `${Math.round(seconds / 3600)} h`;
+  }
+
+  function showMode() {
+    const badge = $("mode");
+    badge.dataset.mode = live.open ? "live" : "polling";
+    badge.textContent = live.open ? "Live" : `Polling every ${every(config.pollSeconds)}`;
+    badge.title = live.open
+      ? "Live: changes are pushed as they happen"
+      : "The live connection is down: the list is checked for changes periodically while it reconnects";
+    badge.setAttribute("aria-label", badge.title);
+  }
+
+  // --- The presence socket ---------------------------------------------------------------------
+  function socketUrl() {
+    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+    return `${scheme}://${window.location.host}${config.socketPath}`;
+  }
+
+  function send(frame) {
+    if (live.socket && live.socket.readyState === WebSocket.OPEN) live.socket.send(JSON.stringify(frame));
+  }
+
+  function connect() {
+    window.clearTimeout(live.retry);
+    const token = OffChat.accessToken();
+    if (live.stopped || !token) return;
+    let socket;
+    try {
+      // The token goes in a subprotocol, never in the URL (URLs end up in logs).
+      socket = new WebSocket(socketUrl(), ["offchat.presence", `token.${token}`]);
+    } catch {
+      return reconnectLater();
+    }
+    live.socket = socket;
+    socket.addEventListener("message", (event) => {
+      if (live.socket !== socket) return;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      onFrame(frame);
+    });
+    socket.addEventListener("close", (event) => {
+      if (live.socket === socket) onClose(event.code);
+    });
+  }
+
+  function onFrame(frame) {
+    switch (frame.type) {
+      case "hello":
+        return onHello(frame);
+      case "presence":
+        return onPresence(frame);
+      case "error":
+        if (frame.code === "resync_required" || frame.code === "invalid_cursor") {
+          state.etag = state.cursor = null; // too far behind: load the list again, then resume
+          reload();
+        }
+        return;
+      default: // pong, and user_status_change (the presence frame before it said it all)
+    }
+  }
+
+  function onHello(hello) {
+    Object.assign(live, { open: true, refreshed: false, attempts: 0 });
+    window.clearTimeout(pollTimer);
+    window.clearInterval(live.ping);
+    live.ping = window.setInterval(() => send({ type: "ping" }), Math.max(1, hello.ping_interval) * 1000);
+    showMode();
+    if (state.cursor) {
+      send({ type: "resume", cursor: state.cursor }); // what the socket missed: since the last cursor seen
+    } else {
+      state.cursor = hello.cursor;
+      reload(); // no page yet (the first load failed): load it, it resumes from its own cursor
+    }
+    countsSoon();
+    updated();
+  }
+
+  function onClose(code) {
+    const wasOpen = live.open;
+    Object.assign(live, { socket: null, open: false });
+    window.clearInterval(live.ping);
+    showMode();
+    if (live.stopped) return;
+    if (code === 4401) {
+      // The access token expired or the session ended: refresh once, then sign out.
+      if (live.refreshed) return OffChat.signOut();
+      live.refreshed = true;
+      OffChat.refresh().then((refreshed) => (refreshed ? connect() : OffChat.signOut()));
+      schedulePoll(0);
+      return;
+    }
+    schedulePoll(0); // catch up from the last cursor now, then every pollSeconds
+    reconnectLater(wasOpen);
+  }
+
+  function reconnectLater(wasOpen = false) {
+    if (wasOpen) live.attempts = 0;
+    const delay = Math.min(30_000, 1000 * 2 ** live.attempts) * (0.75 + Math.random() / 2);
+    live.attempts += 1;
+    window.clearTimeout(live.retry);
+    live.retry = window.setTimeout(connect, delay);
+  }
+
+  function samePresence(a, b) {
+    return JSON.stringify(a) === JSON.stringify(b);
+  }
+
+  // Whether a user may belong to the list as filtered now (a search is approximated: when in
+  // doubt, yes, and the page is reloaded for nothing).
+  function mayBelong(user) {
+    if (state.status && user.online_status !== state.status) return false;
+    if (!state.search || /["']/.test(state.search)) return true;
+    const text = [user.username, user.first_name, user.last_name, user.email].join(" ").toLowerCase();
+    return state.search.toLowerCase().split(/\s+/).every((term) => text.includes(term));
+  }
+
+  // A pushed frame: every user's changes (staff hear everyone), unfiltered.
+  function onPresence(frame) {
+    if (cursorAt(frame.cursor) <= state.pageAt) return; // read before the page: the page is newer
+    if (!state.cursor || cursorAt(frame.cursor) > cursorAt(state.cursor)) state.cursor = frame.cursor;
+    const shown = new Map(state.rows.map((user, index) => [user.id, index]));
+    let moved = frame.removed.some((id) => shown.has(id));
+    let changed = false;
+    for (const user of frame.users) {
+      if (!shown.has(user.id)) {
+        if (mayBelong(user)) moved = true; // new on this page, or on another page
+        continue;
+      }
+      const index = shown.get(user.id);
+      if (samePresence(state.rows[index], user)) continue;
+      state.rows[index] = user;
+      $("users").querySelector(`tr[data-user-id="${Number(user.id)}"]`)?.replaceWith(rowFor(user));
+      changed = true;
+      if (!mayBelong(user)) moved = true; // it left the filtered list
+    }
+    if (changed && state.ordering !== "username") moved = true; // the order may have changed
+    if (frame.users.length || frame.removed.length) countsSoon();
+    updated();
+    if (moved) reload();
+  }
+
+  let countsTimer = null;
+  function countsSoon() {
+    window.clearTimeout(countsTimer);
+    countsTimer = window.setTimeout(() => loadCounts().catch(showFailure), 250);
   }
 
   function reset(changes) {
@@ -151,10 +357,16 @@
     button.addEventListener("click", () => reset({ status: button.dataset.status, page: 1 }));
   });
   $("logout").addEventListener("click", async () => {
+    live.stopped = true;
+    live.socket?.close(1000);
     await OffChat.logout();
     window.location.assign(OffChat.LOGIN_PAGE);
   });
+  window.addEventListener("online", () => live.socket || connect()); // back on the network: now
+  // "last seen" texts age between changes: re-render them while no poll does.
+  window.setInterval(() => live.open && render(), 30_000);
 
   $("me").textContent = OffChat.currentUser()?.username ?? "";
-  tick();
+  showMode();
+  poll().then(connect); // the first page and counts, then the socket resumes from the page's cursor
 })();
