@@ -272,7 +272,7 @@ class AsgiServer(ProjectProcess):
         else:
             command = [
                 str(VENV_BIN / "uvicorn"), "offchat_backend.asgi:application", "--host", "127.0.0.1",
-                "--port", str(self.port), "--no-access-log",
+                "--port", str(self.port), "--no-access-log", "--log-level", "warning",
             ]  # fmt: skip
         super().__init__(command, env=clean_env(**config), log_path=tmp_path / f"{name}.log")
         self.wait_for(self._answers, timeout=30)
@@ -285,3 +285,40 @@ class AsgiServer(ProjectProcess):
 
     def http(self, path, **kwargs):
         return api_request(self.port, path, host="127.0.0.1", **kwargs)
+
+
+class _RememberedCommand(ProjectProcess):
+    """Keeps the command and environment a process was started with, to start it again."""
+
+    def __init__(self, command, *, env, log_path):
+        self.command, self.env = command, env
+        super().__init__(command, env=env, log_path=log_path)
+
+
+class RestartableAsgiServer(AsgiServer, _RememberedCommand):
+    """An AsgiServer that can be stopped and started again on the same port, as a deploy or a
+    crash followed by a restart does to clients that know its address. Each start logs to a
+    file of its own (`logs`)."""
+
+    def __init__(self, tmp_path, **kwargs):
+        super().__init__(tmp_path, **kwargs)
+        self.logs = [self.log_path]
+
+    def start_again(self):
+        assert self.process.poll() is not None, "stop it first"
+        log_path = self.logs[0].with_name(f"{self.logs[0].stem}-{len(self.logs)}.log")
+        ProjectProcess.__init__(self, self.command, env=self.env, log_path=log_path)
+        self.logs.append(log_path)
+        self.wait_for(self._answers, timeout=30)
+
+    def all_output(self):
+        self.output()
+        return "".join(path.read_text(errors="replace") for path in self.logs)
+
+
+def rss_kib(pid):
+    """A process's resident set size (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")

@@ -15,7 +15,7 @@ from offchat_backend.tests.support import REPO, clean_env
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_SERVICES = ["migrate", "web", "worker", "beat"]
+APP_SERVICES = ["migrate", "web", "ws", "worker", "beat"]
 INTERPOLATION = re.compile(r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)?\}")
 
 
@@ -38,7 +38,7 @@ def variables_the_settings_read():
 
 
 def test_has_the_production_services():
-    assert {"postgres", "redis", "web", "worker", "beat"} <= set(SERVICES)
+    assert {"postgres", "redis", "web", "ws", "worker", "beat"} <= set(SERVICES)
 
 
 def test_web_runs_gunicorn_worker_and_beat_run_celery():
@@ -46,6 +46,29 @@ def test_web_runs_gunicorn_worker_and_beat_run_celery():
     assert command("worker").startswith("celery -A offchat_backend worker")
     assert command("beat").startswith("celery -A offchat_backend beat")
     assert "--beat" not in command("worker")  # the one scheduler is the beat service
+
+
+def test_ws_runs_daphne_on_the_asgi_application_beside_gunicorn():
+    """The presence WebSocket under daphne (chosen by bench/ws.py: bench/WS_REPORT.md); HTTP
+    stays on gunicorn, which serves it faster."""
+    words = SERVICES["ws"]["command"]
+    assert words[0] == "daphne" and words[-1] == "offchat_backend.asgi:application"
+    assert "--bind=0.0.0.0" in words and "--port=8001" in words
+    assert "8001:8001" in SERVICES["ws"]["ports"]
+    assert "8001" in SERVICES["ws"]["healthcheck"]["test"][-1]
+    assert "-v" not in words and "--verbosity" not in " ".join(words)  # daphne's access log stays path-only
+
+
+def test_ws_shares_every_setting_with_web():
+    """Same database, Redis, secret (tokens minted by web verify in ws) and presence settings."""
+    web, ws = app_env("web", SECRET_KEY="k"), app_env("ws", SECRET_KEY="k")
+    assert {key: ws[key] for key in web if key != "PROMETHEUS_MULTIPROC_DIR"} == {
+        key: value for key, value in web.items() if key != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    assert SERVICES["ws"]["environment"]["SECRET_KEY"] == SERVICES["web"]["environment"]["SECRET_KEY"]
+    # One process: its sockets are its own; metric files would only mix it with gunicorn's.
+    assert "PROMETHEUS_MULTIPROC_DIR" not in ws
+    assert {"PRESENCE_PUSH_INTERVAL", "PRESENCE_DISCONNECT_GRACE"} <= set(ws)
 
 
 def test_exactly_one_beat():
@@ -78,9 +101,9 @@ def test_app_services_point_at_the_compose_database_and_redis(service):
 
 
 def test_long_running_services_wait_for_migrations_and_have_health_checks():
-    for name in ("postgres", "redis", "web", "worker", "beat"):
+    for name in ("postgres", "redis", "web", "ws", "worker", "beat"):
         assert SERVICES[name]["healthcheck"]["test"], name
-    for name in ("web", "worker"):
+    for name in ("web", "ws", "worker"):
         assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "migrate" in command("migrate")
 

@@ -3,7 +3,9 @@
 Counters of what the web processes do (heartbeats, logins) live in the process, or, with
 PROMETHEUS_MULTIPROC_DIR set (several gunicorn workers), in files that every worker sums.
 What the database knows (users per status, the sweeper's runs, which happen in the Celery
-worker) is read at scrape time, so every web process reports the same figures.
+worker) is read at scrape time, so every web process reports the same figures. The presence
+sockets are per process and only the ASGI process (the `ws` service) has any: scrape it apart
+from gunicorn's; a gunicorn worker reports 0.
 """
 
 import hmac
@@ -17,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from users.models import OnlineStatus
+from users.realtime.hub import HUB
 from users.selectors.presence import last_sweep, status_counts
 
 HEARTBEATS = Counter("offchat_presence_heartbeats", "Heartbeats received.", ["status"], registry=None)
@@ -52,6 +55,37 @@ class PresenceCollector:
         )
 
 
+class SocketCollector:
+    """This process's presence sockets, read from its hub at scrape time."""
+
+    def collect(self):
+        yield GaugeMetricFamily(
+            "offchat_presence_sockets",
+            "Open, authenticated presence sockets in this process.",
+            value=len(HUB.listeners),
+        )
+        yield GaugeMetricFamily(
+            "offchat_presence_socket_sessions",
+            "Sessions held open by this process's sockets.",
+            value=len(HUB.by_session),
+        )
+        yield GaugeMetricFamily(
+            "offchat_presence_staff_sockets",
+            "Open presence sockets of staff users in this process.",
+            value=len(HUB.staff),
+        )
+        yield GaugeMetricFamily(
+            "offchat_presence_sockets_in_grace",
+            "Sessions whose last socket closed, waiting PRESENCE_DISCONNECT_GRACE before they end.",
+            value=len(HUB.grace_timers),
+        )
+        yield CounterMetricFamily(
+            "offchat_presence_pushes",
+            "Change batches pushed to a socket by this process.",
+            value=HUB.pushes_sent,
+        )
+
+
 @require_GET
 def metrics_view(request):
     token = settings.METRICS_TOKEN
@@ -66,4 +100,5 @@ def metrics_view(request):
         registry.register(HEARTBEATS)
         registry.register(LOGINS)
     registry.register(PresenceCollector())
+    registry.register(SocketCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

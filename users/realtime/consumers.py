@@ -42,6 +42,9 @@ class CloseCode:
     TOO_MANY_FRAMES = 4429
 
 
+# A close the client sent (a tab closed, a page left); anything else is a connection found dead.
+CLEAN_CLOSES = frozenset({1000, 1001})
+
 CLOSE_DETAILS = {
     "token_not_valid": "The token is invalid or expired: refresh it and connect again.",
     "session_not_found": "The token's session does not exist: log in again.",
@@ -85,11 +88,13 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         if deadline:
             deadline.cancel()
         if self.listener:
-            HUB.leave(self.listener)
+            HUB.leave(self.listener, closed_by_client=code in CLEAN_CLOSES)
 
     # --- Frames from the client ------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
         self.last_frame = time.monotonic()
+        if self.listener:
+            self.listener.alive_at = timezone.now()
         if not self._within_rate():
             await self._close(CloseCode.TOO_MANY_FRAMES, "too_many_frames")
             return

@@ -25,7 +25,7 @@ from users.api.serializers.lists import AdminUserSerializer, DirectoryUserSerial
 from users.exceptions import ResyncRequiredError
 from users.models import PresenceSession
 from users.selectors import accounts, feed
-from users.selectors.sessions import unusable_sessions
+from users.selectors.sessions import ended_sessions, unusable_sessions
 from users.services import presence
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class Listener:
     session: PresenceSession
     is_staff: bool
     subscriptions: set[int] = field(default_factory=set)
+    # The last moment this process knew the socket alive: a frame from it, or a touch of its
+    # session. A session is ended after the grace period only if nothing touched it since.
+    alive_at: datetime = field(default_factory=timezone.now)
 
     @property
     def session_id(self) -> str:
@@ -90,6 +93,12 @@ def read_batch(*, cursor: feed.Cursor, now: datetime, owned: dict[int, set[str]]
         )
     except ResyncRequiredError:
         return Batch(cursor=feed.current_cursor(now=now), resync=True)
+    changed_owners = {user.pk for user in changes.users} | set(changes.removed_ids)
+    local = {sid for user_id in changed_owners & owned.keys() for sid in owned[user_id]}
+    revived = _revive_held_sessions(session_ids=local, now=now)
+    if revived:
+        reloaded = {user.pk: user for user in accounts.users_for_admin().filter(pk__in=revived)}
+        changes.users[:] = [reloaded.get(user.pk, user) for user in changes.users]
     active = [user for user in changes.users if user.is_active]
     gone = [user.pk for user in changes.users if not user.is_active] + list(changes.removed_ids)
     batch = Batch(
@@ -102,11 +111,21 @@ def read_batch(*, cursor: feed.Cursor, now: datetime, owned: dict[int, set[str]]
         if user.pk in self_subscribed:
             own_viewer = SimpleNamespace(is_staff=False, pk=user.pk)
             batch.own_rows.update(rows_for([user], viewer=own_viewer, now=now))
-    changed_owners = {user.pk for user in changes.users} | set(changes.removed_ids)
-    local = {sid for user_id in changed_owners & owned.keys() for sid in owned[user_id]}
     if local:
         batch.unusable_sessions = unusable_sessions(session_ids=local)
     return batch
+
+
+def _revive_held_sessions(*, session_ids, now) -> set[int]:
+    """Sessions this process holds a socket of, which another process (or the sweep) ended
+    meanwhile: a socket of the session closed there after this one opened (two tabs of one
+    session on two processes). Revived before any row is computed, so nobody here is told
+    the user went offline. Returns the users revived."""
+    revived = set()
+    for session in ended_sessions(session_ids=session_ids) if session_ids else ():
+        presence.connect_session(session=session, at=now)
+        revived.add(session.user_id)
+    return revived
 
 
 class Hub:
@@ -126,6 +145,7 @@ class Hub:
         self.last_touch = time.monotonic()
         self.follower: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.pushes_sent = 0  # socket deliveries, for /metrics
 
     # --- Sockets come and go -----------------------------------------------------------
     async def join(self, listener: Listener) -> feed.Cursor:
@@ -136,7 +156,8 @@ class Hub:
         timer = self.grace_timers.pop(listener.session_id, None)
         if timer:
             timer.cancel()
-        await database_sync_to_async(presence.connect_session)(session=listener.session)
+        listener.alive_at = timezone.now()
+        await database_sync_to_async(presence.connect_session)(session=listener.session, at=listener.alive_at)
         if self.cursor is None:
             self.cursor = await database_sync_to_async(feed.current_cursor)(now=timezone.now())
         self.listeners.add(listener)
@@ -147,9 +168,13 @@ class Hub:
             self.follower = asyncio.create_task(self._follow())
         return self.cursor
 
-    def leave(self, listener: Listener) -> None:
+    def leave(self, listener: Listener, *, closed_by_client: bool = False) -> None:
+        """A socket is gone. A close the client sent is a sign of life at that moment; a socket
+        found dead (idle, too slow, a dropped connection) was last alive at `alive_at`."""
         if listener not in self.listeners:
             return
+        if closed_by_client:
+            listener.alive_at = timezone.now()
         self.listeners.discard(listener)
         self.staff.discard(listener)
         self.unsubscribe(listener, set(listener.subscriptions))
@@ -159,7 +184,7 @@ class Hub:
             self.by_session.pop(listener.session_id, None)
             if listener.session.revoked_at is None:
                 self.grace_timers[listener.session_id] = asyncio.create_task(
-                    self._end_after_grace(listener.session, closed_at=timezone.now())
+                    self._end_after_grace(listener.session, closed_at=listener.alive_at)
                 )
 
     async def _end_after_grace(self, session: PresenceSession, *, closed_at) -> None:
@@ -212,8 +237,10 @@ class Hub:
         for listener in idle:
             await listener.socket.close_idle()
         if time.monotonic() - self.last_touch >= settings.PRESENCE_WRITE_GRANULARITY:
-            self.last_touch = time.monotonic()
-            await database_sync_to_async(presence.touch_sessions)(session_ids=list(self.by_session))
+            self.last_touch, touched_at = time.monotonic(), timezone.now()
+            await database_sync_to_async(presence.touch_sessions)(session_ids=list(self.by_session), at=touched_at)
+            for listener in self.listeners:
+                listener.alive_at = max(listener.alive_at, touched_at)
         owned: dict[int, set[str]] = {}
         for listener in self.listeners:
             owned.setdefault(listener.user_id, set()).add(listener.session_id)
@@ -242,6 +269,7 @@ class Hub:
             removed = [user_id for user_id in batch.removed if listener.hears(user_id)]
             if rows or removed:
                 sends.append(self._deliver(listener, rows=rows, removed=removed, cursor=batch.cursor))
+        self.pushes_sent += len(sends)
         await asyncio.gather(*sends)
 
     @staticmethod

@@ -57,3 +57,14 @@ def unusable_sessions(*, session_ids) -> set[str]:
     ids = {str(session_id) for session_id in session_ids}
     usable = PresenceSession.objects.filter(pk__in=ids, revoked_at__isnull=True, user__is_active=True)
     return ids - {str(pk) for pk in usable.values_list("pk", flat=True)}
+
+
+def ended_sessions(*, session_ids) -> list[PresenceSession]:
+    """Of these sessions, those ended (the sweep, a grace period) but not revoked: a socket
+    that holds one revives it."""
+    ids = {str(session_id) for session_id in session_ids}
+    return list(
+        PresenceSession.objects.filter(pk__in=ids, ended_at__isnull=False, revoked_at__isnull=True).select_related(
+            "user"
+        )
+    )

@@ -1,6 +1,8 @@
-"""Demo traffic: demo users log in and heartbeat through the real HTTP API, so that the
-dashboard has something to show. Development only: the demo accounts share one password."""
+"""Demo traffic: demo users log in and heartbeat through the real HTTP API (or, with
+`--transport ws`, log in over HTTP and keep a presence socket open each), so that the dashboard
+has something to show. Development only: the demo accounts share one password."""
 
+import json
 import random
 import threading
 import time
@@ -13,6 +15,8 @@ from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
+from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.sync.client import connect as ws_connect
 
 from users.models import User
 
@@ -31,12 +35,15 @@ class DemoUser:
     state: str = "new"  # new, online, away, logged_out, silent
     tokens: dict = field(default_factory=dict)
     next_heartbeat: float = 0.0
+    socket: object | None = None  # --transport ws: the user's presence socket
 
 
 class Command(BaseCommand):
     help = (
         "Log in N demo users and heartbeat them through the HTTP API for S seconds (some go "
-        "idle, some log out, some vanish), to watch the dashboard move. Needs the server running."
+        "idle, some log out, some vanish), to watch the dashboard move. With --transport ws each "
+        "keeps a presence socket open instead of heartbeating (needs an ASGI server: daphne or "
+        "uvicorn). Needs the server running."
     )
 
     def add_arguments(self, parser):
@@ -47,19 +54,30 @@ class Command(BaseCommand):
         parser.add_argument("--prefix", default="demo", help="Demo usernames are <prefix>-001, ...")
         parser.add_argument("--seed", type=int, help="For a repeatable run.")
         parser.add_argument("--concurrency", type=int, default=32, help="HTTP calls in flight at most.")
+        parser.add_argument(
+            "--transport",
+            choices=["http", "ws"],
+            default="http",
+            help="http: heartbeats (default); ws: one /ws/presence/ socket per user, pinged, with status frames.",
+        )
 
-    def handle(self, *args, users, duration, url, interval, prefix, seed, concurrency, **options):
+    def handle(self, *args, users, duration, url, interval, prefix, seed, concurrency, transport="http", **options):
         if not settings.DEBUG:
             raise CommandError(
                 "simulate_presence makes accounts with a known password; it refuses to run with DEBUG off."
             )
         if users < 1 or duration <= 0 or concurrency < 1:
             raise CommandError("--users, --duration and --concurrency must be positive.")
+        if transport not in ("http", "ws"):
+            raise CommandError("--transport is http or ws.")
         self.concurrency = concurrency
         self.api = url.rstrip("/") + "/api/users"
+        self.transport = transport
+        # http://host -> ws://host/ws/presence/, https:// -> wss://
+        self.ws_url = "ws" + url.rstrip("/").removeprefix("http") + "/ws/presence/"
         self.interval = interval
         self.lock = threading.Lock()
-        self.counts = {"requests": 0, "errors": 0}
+        self.counts = {"requests": 0, "frames": 0, "errors": 0}
         chance = random.Random(seed)
         demo = [
             DemoUser(
@@ -105,11 +123,14 @@ class Command(BaseCommand):
                 time.sleep(0.2)
             progress.n = progress.total
             progress.set_postfix(self._tally(demo), refresh=True)
+        for user in demo:
+            self._close_socket(user)
         tally = self._tally(demo)
+        frames = f"{self.counts['frames']} frames, " if self.transport == "ws" else ""
         self.stdout.write(
             f"Done: {tally['online']} online, {tally['away']} away, {tally['logged_out']} logged out, "
             f"{tally['silent']} silent (the sweeper marks them offline), {self.counts['requests']} requests, "
-            f"{self.counts['errors']} errors."
+            f"{frames}{self.counts['errors']} errors."
         )
 
     @staticmethod
@@ -130,13 +151,16 @@ class Command(BaseCommand):
                 user.state = "silent"  # stops heartbeating without logging out
             elif user.behaviour == "leaver" and elapsed >= user.turns_at:
                 self._call("post", "/logout/", user, json={"refresh": user.tokens["refresh"]})
+                self._close_socket(user)
                 user.state = "logged_out"
+            elif self.transport == "ws":
+                self._keep_socket(user, elapsed)
             else:
                 away = user.behaviour == "idle" and elapsed >= user.turns_at
                 self._call("post", "/heartbeat/", user, json={"status": "away" if away else "online"})
                 user.state = "away" if away else "online"
                 user.next_heartbeat = elapsed + user.tokens["heartbeat_interval"]
-        except requests.RequestException as failure:
+        except (requests.RequestException, WebSocketException, OSError, TimeoutError) as failure:
             with self.lock:
                 self.counts["errors"] += 1
             user.next_heartbeat = elapsed + 1
@@ -150,8 +174,59 @@ class Command(BaseCommand):
             "refresh": body["refresh"],
             "heartbeat_interval": self.interval or body["heartbeat_interval"],
         }
+        if self.transport == "ws":
+            self._open_socket(user)
         user.state = "online"
         user.next_heartbeat = elapsed + user.tokens["heartbeat_interval"]
+
+    # --- --transport ws ---------------------------------------------------------------------
+    def _open_socket(self, user: DemoUser) -> None:
+        """The user's presence socket, authenticated by the token in its first frame (not the
+        URL: URLs end up in access logs)."""
+        user.socket = ws_connect(self.ws_url, open_timeout=10, user_agent_header="offchat-simulate-presence")
+        hello = self._frame(user, {"type": "auth", "token": user.tokens["access"]})
+        if hello.get("type") != "hello":
+            self._close_socket(user)
+            raise ConnectionError(f"the socket refused the token: {hello}")
+        if not self.interval:
+            user.tokens["heartbeat_interval"] = hello["ping_interval"]
+
+    def _keep_socket(self, user: DemoUser, elapsed: float) -> None:
+        """A ping at the ping interval; a status frame when the user turns away (idle)."""
+        if user.socket is None:  # dropped earlier (a server restart): open it again
+            self._open_socket(user)
+        away = user.behaviour == "idle" and elapsed >= user.turns_at
+        if away and user.state != "away":
+            self._frame(user, {"type": "status", "status": "away"})
+        elif not away and user.state == "away":
+            self._frame(user, {"type": "status", "status": "online"})
+        else:
+            self._frame(user, {"type": "ping"})
+        user.state = "away" if away else "online"
+        user.next_heartbeat = elapsed + user.tokens["heartbeat_interval"]
+
+    def _frame(self, user: DemoUser, frame: dict) -> dict:
+        """Send a frame and return the server's answer, skipping pushed frames (presence)."""
+        with self.lock:
+            self.counts["frames"] += 1
+        try:
+            user.socket.send(json.dumps(frame))
+            while True:
+                answer = json.loads(user.socket.recv(timeout=10))
+                if answer.get("type") not in ("presence", "user_status_change"):
+                    break
+        except (ConnectionClosed, TimeoutError):
+            self._close_socket(user)
+            raise
+        if answer.get("type") == "error":
+            raise ConnectionError(f"{answer.get('code')}: {answer.get('detail')}")
+        return answer
+
+    @staticmethod
+    def _close_socket(user: DemoUser) -> None:
+        socket, user.socket = user.socket, None
+        if socket is not None:
+            socket.close()
 
     def _call(self, method: str, path: str, user: DemoUser, **kwargs) -> requests.Response:
         try:

@@ -2,7 +2,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 
+from offchat_backend.tests.support import AsgiServer
 from users.models import PresenceSession, ReportedStatus, SessionEndReason, User
+from users.presence_rules import effective_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,3 +47,51 @@ def test_refuses_to_run_without_debug(settings):
     with pytest.raises(CommandError, match="DEBUG off"):
         call_command("simulate_presence", users=1, duration=1)
     assert not User.objects.exists()
+
+
+def test_transport_ws_keeps_the_demo_users_present_over_sockets_not_heartbeats(tmp_path, settings, capsys):
+    """--transport ws: logins over HTTP, then a socket per user (pings, a status frame when
+    the idle user turns away), a logout over HTTP that closes the leaver's socket; not one
+    heartbeat request."""
+    settings.DEBUG = True
+    # The demo accounts' password must verify in the server, whose settings do not know MD5.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    asgi = AsgiServer(tmp_path, PRESENCE_PUSH_INTERVAL="0.2")
+    try:
+        call_command(
+            "simulate_presence",
+            users=4,
+            duration=4,
+            interval=0.5,
+            url=f"http://127.0.0.1:{asgi.port}",
+            seed=7,
+            prefix="ws",
+            transport="ws",
+        )
+        out = capsys.readouterr().out
+        demo = User.objects.filter(username__startswith="ws-")
+        shown = {user.username: effective_status(user=user) for user in demo}
+        sessions = {session.user.username: session for session in PresenceSession.objects.filter(user__in=demo)}
+    finally:
+        asgi.stop()
+    log = asgi.output()
+
+    assert "Done: 2 online, 1 away, 1 logged out, 0 silent" in out, out
+    assert "0 errors." in out
+    # Behaviours in turn: steady, idle, leaver, steady.
+    assert shown == {"ws-001": "online", "ws-002": "away", "ws-003": "offline", "ws-004": "online"}
+    assert sessions["ws-002"].reported_status == ReportedStatus.AWAY  # a status frame said so
+    assert (sessions["ws-003"].end_reason, sessions["ws-003"].revoked_at is not None) == (SessionEndReason.LOGOUT, True)
+    assert all(sessions[name].ended_at is None for name in ("ws-001", "ws-002", "ws-004"))
+    assert log.count("event=socket_opened") == 4
+    assert log.count("POST /api/users/login/") == 4
+    assert "/api/users/heartbeat/" not in log
+    assert "Traceback" not in log
+
+
+def test_transport_is_http_unless_asked(live_server, settings, capsys):
+    settings.DEBUG = True
+    call_command("simulate_presence", users=1, duration=1, url=live_server.url, prefix="plain")
+    assert " frames, " not in capsys.readouterr().out
+    with pytest.raises(CommandError):
+        call_command("simulate_presence", users=1, duration=1, transport="carrier-pigeon")

@@ -1,3 +1,4 @@
+import time
 from datetime import timedelta
 
 import pytest
@@ -68,3 +69,57 @@ def test_a_configured_token_is_required(client, settings):
 
 def test_only_get_is_allowed(client):
     assert client.post(METRICS).status_code == 405
+
+
+def metric_samples(text: str) -> dict:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_socket_shows_up_in_its_asgi_servers_metrics(tmp_path):
+    """Socket gauges are per process: the ASGI server holding the socket counts it, and counts
+    it out once it closes (then its session waits out the grace period)."""
+    import json
+
+    from websockets.sync.client import connect
+
+    from offchat_backend.tests.support import AsgiServer
+    from users.services import auth
+    from users.tests.factories import StaffFactory
+
+    asgi = AsgiServer(tmp_path, PRESENCE_PUSH_INTERVAL="0.2", PRESENCE_DISCONNECT_GRACE="30")
+    try:
+        staff, user = StaffFactory(), UserFactory()
+
+        def sockets():
+            status, text = asgi.http("/metrics")
+            assert status == 200, text
+            samples = metric_samples(text)
+            return {
+                name: samples[(f"offchat_presence_{name}", ())]
+                for name in ("sockets", "socket_sessions", "staff_sockets", "sockets_in_grace")
+            }
+
+        assert sockets() == {"sockets": 0, "socket_sessions": 0, "staff_sockets": 0, "sockets_in_grace": 0}
+        with connect(asgi.ws_url(f"?token={auth.log_in(user=staff).access}")) as staff_socket:
+            assert json.loads(staff_socket.recv(timeout=5))["type"] == "hello"
+            with connect(asgi.ws_url(f"?token={auth.log_in(user=user).access}")) as socket:
+                assert json.loads(socket.recv(timeout=5))["type"] == "hello"
+                assert sockets() == {"sockets": 2, "socket_sessions": 2, "staff_sockets": 1, "sockets_in_grace": 0}
+            deadline = time.monotonic() + 5
+            while sockets()["sockets"] != 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert sockets() == {"sockets": 1, "socket_sessions": 1, "staff_sockets": 1, "sockets_in_grace": 1}
+        assert "offchat_presence_pushes_total" in asgi.http("/metrics")[1]
+    finally:
+        asgi.stop()
+
+
+def test_a_process_without_sockets_reports_zero(client):
+    samples = scrape(client)
+    assert samples[("offchat_presence_sockets", ())] == 0
+    assert samples[("offchat_presence_pushes_total", ())] >= 0

@@ -1,0 +1,604 @@
+"""Drills of the presence socket (issue 13; docs/reliability.md, drills 7 to 11): real daphne
+processes on this test session's PostgreSQL, real WebSocket clients, concurrent writers.
+
+Each drill prints a one-line figure (run with -s: `./scripts/test -m drill -s`)."""
+
+import asyncio
+import json
+import os
+import random
+import signal
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.db import connection
+from django.utils import timezone
+from rest_framework_simplejwt.tokens import AccessToken
+from websockets.asyncio.client import connect as async_connect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from offchat_backend.tests.support import AsgiServer, PrivateRedis, RestartableAsgiServer, rss_kib
+from users.exceptions import NoLiveSessionError
+from users.models import OnlineStatus, PresenceSession, SessionEndReason, User
+from users.presence_rules import effective_status
+from users.selectors.sessions import SESSION_CLAIM
+from users.services import auth, presence
+from users.tests.factories import PASSWORD, StaffFactory, UserFactory
+
+pytestmark = [pytest.mark.drill, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+FAST = {"PRESENCE_PUSH_INTERVAL": "0.2", "PRESENCE_DISCONNECT_GRACE": "1", "PRESENCE_WS_AUTH_TIMEOUT": "5"}
+
+
+@pytest.fixture
+def server(tmp_path):
+    servers = []
+
+    def start(name=None, kind=AsgiServer, **env):
+        servers.append(kind(tmp_path, name=name or f"asgi-{len(servers)}", **{**FAST, **env}))
+        return servers[-1]
+
+    yield start
+    for started in servers:
+        started.stop()
+
+
+def shown_in_database():
+    """What the lists show of every active user now: user id -> status."""
+    now = timezone.now()
+    return {user.pk: effective_status(user=user, now=now) for user in User.objects.filter(is_active=True)}
+
+
+def errors_in(log):
+    """Error lines, less the start-up probe's: health is 503 until a sweep ran (no worker here)."""
+    return [
+        line
+        for line in log.splitlines()
+        if ("ERROR" in line or "Traceback" in line or "level=error" in line)
+        and "Service Unavailable: /api/health/" not in line
+    ]
+
+
+def wait_until(condition, *, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+class RestPoller:
+    """A staff client following GET /api/users/all-users/ with ?since=<cursor>."""
+
+    def __init__(self, asgi, token):
+        self.asgi, self.token = asgi, token
+        status, body = asgi.http("/api/users/all-users/", token=token)
+        assert status == 200 and body["count"] == len(body["results"]), body
+        self.view = {row["id"]: row["online_status"] for row in body["results"]}
+        self.cursor = body["cursor"]
+        self.polls = 0
+
+    def poll(self):
+        status, body = self.asgi.http(f"/api/users/all-users/?since={self.cursor}", token=self.token)
+        assert status == 200, body
+        for row in body["results"]:
+            self.view[row["id"]] = row["online_status"]
+        for user_id in body["removed"]:
+            self.view.pop(user_id, None)
+        self.cursor = body["cursor"]
+        self.polls += 1
+
+
+class Follower:
+    """A staff socket read by a thread of its own, as a dashboard follows presence: it starts
+    from a REST page and its cursor, applies every `presence` frame to `view` (user id ->
+    status), keeps the last cursor, and when the socket drops reconnects with that cursor to
+    wherever `url_of` points by then (a load balancer sending it to another process)."""
+
+    def __init__(self, url_of, token, *, view, cursor):
+        self.url_of, self.token = url_of, token
+        self.view, self.cursor = dict(view), cursor
+        self.history = []  # (user id, status) in the order pushed
+        self.frames = self.hellos = self.drops = 0
+        self.errors = []
+        self.dropped_at = self.back_at = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        assert wait_until(lambda: self.hellos, timeout=10), "no hello"
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                with connect(self.url_of(f"?token={self.token}&cursor={self.cursor}"), open_timeout=5) as socket:
+                    if self.drops:
+                        self.back_at = time.monotonic()
+                    while not self._stop.is_set():
+                        try:
+                            self._apply(json.loads(socket.recv(timeout=0.1)))
+                        except TimeoutError:
+                            continue
+            except (ConnectionClosed, OSError, TimeoutError):
+                if self._stop.is_set():
+                    return
+                self.drops += 1
+                self.dropped_at = self.dropped_at or time.monotonic()
+                time.sleep(0.1)  # a client's retry delay
+
+    def _apply(self, frame):
+        self.frames += 1
+        if frame["type"] == "hello":
+            self.hellos += 1
+        elif frame["type"] == "presence":
+            for row in frame["users"]:
+                self.view[row["id"]] = row["online_status"]
+                self.history.append((row["id"], row["online_status"]))
+            for user_id in frame["removed"]:
+                self.view.pop(user_id, None)
+            self.cursor = frame["cursor"]
+        elif frame["type"] == "error":
+            self.errors.append(frame)
+
+
+def follow(asgi, token, url_of=None):
+    """A Follower starting from the REST list of `asgi` (and its cursor)."""
+    start = RestPoller(asgi, token)
+    return Follower(url_of or asgi.ws_url, token, view=start.view, cursor=start.cursor).start()
+
+
+class Churn:
+    """Threads changing presence through the services, as other processes do: logins,
+    logouts, reported statuses (record_activity) and an admin's statuses. Each thread owns
+    its users, so that no two threads log out one token."""
+
+    def __init__(self, users, *, threads=4, seconds=5.0, pause=0.01):
+        self.groups = [users[index::threads] for index in range(threads)]
+        self.seconds, self.pause = seconds, pause
+        self.changes = {"login": 0, "logout": 0, "report": 0, "admin": 0}
+        self.failures = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(group, seed)) for seed, group in enumerate(self.groups)
+        ]
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def wait(self):
+        for thread in self._threads:
+            thread.join(timeout=self.seconds + 30)
+        self.ended = time.monotonic()
+        assert not self.failures, self.failures
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.wait()
+
+    @property
+    def total(self):
+        return sum(self.changes.values())
+
+    def _run(self, users, seed):
+        chooser = random.Random(seed)
+        sessions = {user.pk: [] for user in users}
+        deadline = time.monotonic() + self.seconds
+        try:
+            while time.monotonic() < deadline and not self._stop.is_set():
+                user = User.objects.get(pk=chooser.choice(users).pk)
+                live = sessions[user.pk]
+                action = chooser.choice(["login", "logout", "report", "report", "admin"])
+                if action == "login" or not live:
+                    live.append(auth.log_in(user=user))
+                    action = "login"
+                elif action == "logout":
+                    issued = live.pop(chooser.randrange(len(live)))
+                    auth.log_out(user=user, refresh_token=issued.refresh)
+                elif action == "report":
+                    session = PresenceSession.objects.select_related("user").get(pk=chooser.choice(live).session.pk)
+                    status = chooser.choice([OnlineStatus.ONLINE, OnlineStatus.AWAY])
+                    presence.record_activity(
+                        user=session.user, session=session, active=status == OnlineStatus.ONLINE, reported_status=status
+                    )
+                else:
+                    try:
+                        presence.admin_set_status(user=user, status=chooser.choice(OnlineStatus.values))
+                    except NoLiveSessionError:
+                        continue
+                with self._lock:
+                    self.changes[action] += 1
+                time.sleep(self.pause)
+        except Exception as failure:  # reported by wait()
+            self.failures.append(repr(failure))
+        finally:
+            connection.close()
+
+
+def counts(view):
+    return {status: list(view.values()).count(status) for status in OnlineStatus.values}
+
+
+# --- Drill 7 -------------------------------------------------------------------------------------
+def test_drill_a_socket_following_concurrent_writers_ends_with_the_databases_view(server):
+    """Four threads log users in and out, report statuses and set an admin's statuses for 5 s
+    while a staff socket follows, and a REST client polls the change feed through the same
+    server. Both end with what the database shows."""
+    asgi = server()
+    users = UserFactory.create_batch(24)
+    staff_token = auth.log_in(user=StaffFactory()).access
+    follower = follow(asgi, staff_token)
+    poller = RestPoller(asgi, staff_token)
+    with Churn(users, threads=4, seconds=5.0) as churn:
+        while any(thread.is_alive() for thread in churn._threads):
+            poller.poll()
+            time.sleep(0.2)
+        churn.wait()
+    truth = shown_in_database()
+    converged = wait_until(lambda: follower.view == truth, timeout=5)
+    settled_in = time.monotonic() - churn.ended
+    poller.poll()
+    follower.stop()
+    assert converged, {
+        pk: (follower.view.get(pk), status) for pk, status in truth.items() if follower.view.get(pk) != status
+    }
+    assert poller.view == truth
+    assert follower.errors == [] and follower.drops == 0
+    assert counts(truth)[OnlineStatus.ONLINE] and counts(truth)[OnlineStatus.OFFLINE], counts(truth)
+    assert errors_in(asgi.output()) == []
+    print(
+        f"\ndrill 7: {churn.total} changes {churn.changes} by 4 threads in {churn.ended - churn.started:.1f} s; "
+        f"the socket got {len(follower.history)} rows in {follower.frames} frames and matched the database "
+        f"{settled_in:.2f} s after the last write; {poller.polls} REST polls agree; final {counts(truth)}"
+    )
+
+
+# --- Drill 8 -------------------------------------------------------------------------------------
+def test_drill_two_asgi_processes_a_change_through_one_is_pushed_by_the_other(server):
+    """Process A's REST login and logout reach a staff socket on process B (through the
+    database, no Redis)."""
+    a, b = server(name="a"), server(name="b")
+    member = UserFactory()
+    # The test settings hash with MD5, which the server's settings do not accept.
+    member.password = PBKDF2PasswordHasher().encode(PASSWORD, "drillsalt", iterations=1000)
+    member.save(update_fields=["password"])
+    follower = follow(b, auth.log_in(user=StaffFactory()).access)
+
+    started = time.monotonic()
+    status, body = a.http("/api/users/login/", body={"username": member.username, "password": PASSWORD})
+    assert status == 200, body
+    assert wait_until(lambda: follower.view.get(member.pk) == OnlineStatus.ONLINE, timeout=5), follower.view
+    login_pushed = time.monotonic() - started
+
+    started = time.monotonic()
+    status, _ = a.http("/api/users/logout/", token=body["access"], body={"refresh": body["refresh"]})
+    assert status == 200
+    assert wait_until(lambda: follower.view.get(member.pk) == OnlineStatus.OFFLINE, timeout=5), follower.view
+    logout_pushed = time.monotonic() - started
+    follower.stop()
+    assert errors_in(a.output() + b.output()) == []
+    print(
+        f"\ndrill 8: a login through process A pushed by process B in {login_pushed:.2f} s, "
+        f"a logout in {logout_pushed:.2f} s (push interval 0.2 s)"
+    )
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        "close_on_a_then_open_on_b",
+        "open_on_b_then_close_on_a",
+    ],
+)
+def test_drill_two_asgi_processes_a_session_moving_between_them_is_not_ended(server, order):
+    """A socket of one session on A closes and the same session opens a socket on B within
+    the grace period (a reconnect that a load balancer sends elsewhere): the session stays
+    live and nobody sees its user offline. Both orders: A may notice the close (a dead
+    network notices late) after the client is already back on B."""
+    a, b = server(name="a", PRESENCE_DISCONNECT_GRACE="2"), server(name="b", PRESENCE_DISCONNECT_GRACE="2")
+    traveller = UserFactory()
+    issued = auth.log_in(user=traveller)
+    follower = follow(b, auth.log_in(user=StaffFactory()).access)
+    url = f"?token={issued.access}"
+    on_a = connect(a.ws_url(url), open_timeout=5)
+    assert json.loads(on_a.recv(timeout=5))["type"] == "hello"
+    if order == "close_on_a_then_open_on_b":
+        on_a.close()
+        on_b = connect(b.ws_url(url), open_timeout=5)
+        assert json.loads(on_b.recv(timeout=5))["type"] == "hello"
+    else:
+        on_b = connect(b.ws_url(url), open_timeout=5)
+        assert json.loads(on_b.recv(timeout=5))["type"] == "hello"
+        time.sleep(0.3)
+        on_a.close()
+    moved_at = time.monotonic()
+    with on_b:
+        time.sleep(2 + 1.5)  # past A's grace period
+        session = PresenceSession.objects.get(pk=issued.session.pk)
+        seen = [status for user_id, status in follower.history if user_id == traveller.pk]
+        follower.stop()
+        assert (session.ended_at, session.end_reason) == (None, ""), (
+            f"ended (closed at {session.ended_at:%H:%M:%S.%f} by A) although B's socket opened "
+            f"(last_seen {session.last_seen:%H:%M:%S.%f}); checked {time.monotonic() - moved_at:.1f} s after the move"
+        )
+        assert User.objects.get(pk=traveller.pk).online_status == OnlineStatus.ONLINE
+        assert OnlineStatus.OFFLINE not in seen, seen
+    assert errors_in(a.output() + b.output()) == []
+    print(
+        f"\ndrill 8 ({order}): the session stayed live {time.monotonic() - moved_at:.1f} s after moving, never offline"
+    )
+
+
+# --- Drill 9 -------------------------------------------------------------------------------------
+def test_drill_an_asgi_process_killed_mid_stream_loses_nothing_for_clients_that_resume(server):
+    """Process A is SIGKILLed while writers keep changing presence; a staff follower moves to
+    process B with its last cursor and ends with the database's view. Sessions whose sockets
+    died with A are not ended by any grace timer (nobody ran one); the sweep ends them."""
+    a, b = server(name="a"), server(name="b")
+    writers_users = UserFactory.create_batch(16)
+    devices = UserFactory.create_batch(6)
+    issued = [auth.log_in(user=user) for user in devices]
+    returning, orphaned = issued[:3], issued[3:]
+    staff_token = auth.log_in(user=StaffFactory()).access
+    target = {"asgi": a}
+    follower = follow(a, staff_token, url_of=lambda query: target["asgi"].ws_url(query))
+    sockets = [connect(a.ws_url(f"?token={i.access}"), open_timeout=5) for i in issued]
+    for socket in sockets:
+        assert json.loads(socket.recv(timeout=5))["type"] == "hello"
+
+    with Churn(writers_users, threads=3, seconds=4.0) as churn:
+        time.sleep(1.5)
+        os.killpg(a.process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        a.process.wait()
+        target["asgi"] = b  # the load balancer's health check takes A out
+        for socket in sockets:
+            socket.close()
+        back = [connect(b.ws_url(f"?token={i.access}"), open_timeout=5) for i in returning]
+        for socket in back:
+            assert json.loads(socket.recv(timeout=5))["type"] == "hello"
+        churn.wait()
+    truth = shown_in_database()
+    converged = wait_until(lambda: follower.view == truth, timeout=5)
+    follower.stop()
+    assert converged, {
+        pk: (follower.view.get(pk), status) for pk, status in truth.items() if follower.view.get(pk) != status
+    }
+    assert follower.hellos == 2 and follower.back_at is not None
+    assert churn.changes["login"] and time.monotonic() - killed_at > 2  # A's grace period (1 s) long past
+    # Nobody ended the killed process's sessions: its timers died with it.
+    live = PresenceSession.objects.filter(pk__in=[i.session.pk for i in issued], ended_at__isnull=True).count()
+    assert live == len(issued)
+    for socket in back:
+        socket.close()
+    later = timezone.now() + timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT + 1)
+    presence.mark_inactive_users_offline(now=later)
+    for orphan in orphaned:
+        session = PresenceSession.objects.get(pk=orphan.session.pk)
+        assert (session.end_reason, session.revoked_at) == (SessionEndReason.IDLE, None)
+        assert User.objects.get(pk=orphan.session.user_id).online_status == OnlineStatus.OFFLINE
+    assert errors_in(b.output()) == []
+    print(
+        f"\ndrill 9: A killed mid-stream ({churn.total} changes over {churn.ended - churn.started:.1f} s); "
+        f"the follower was back on B {follower.back_at - killed_at:.2f} s after the kill and matched the "
+        f"database ({len(truth)} users); A's {len(issued)} sessions all live {time.monotonic() - killed_at:.1f} s "
+        f"later; the sweep ended the {len(orphaned)} orphans (idle)"
+    )
+
+
+# --- Drill 10 ------------------------------------------------------------------------------------
+@pytest.mark.redis
+def test_drill_redis_restarted_with_sockets_open(server, tmp_path):
+    """The server's cache and throttle store (Redis) is killed and started again while sockets
+    are open: they stay open, pushes go on, the REST API answers, no error is logged."""
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    try:
+        asgi = server(REDIS_URL=redis.url)
+        staff_token = auth.log_in(user=StaffFactory()).access
+        follower = follow(asgi, staff_token)
+        member = UserFactory()
+        with connect(asgi.ws_url(f"?token={auth.log_in(user=member).access}"), open_timeout=5) as socket:
+            assert json.loads(socket.recv(timeout=5))["type"] == "hello"
+            phases = {}
+            for phase in ("up", "down", "back"):
+                if phase == "down":
+                    redis.stop()
+                elif phase == "back":
+                    redis.start()
+                changed = UserFactory()
+                started = time.monotonic()
+                auth.log_in(user=changed)
+                assert wait_until(lambda pk=changed.pk: follower.view.get(pk) == OnlineStatus.ONLINE, timeout=5), phase
+                pushed = time.monotonic() - started
+                rest = asgi.http("/api/users/all-users/", token=staff_token)[0]
+                socket.send(json.dumps({"type": "ping"}))
+                pong = json.loads(socket.recv(timeout=5))
+                phases[phase] = (round(pushed, 2), rest, pong["type"])
+        follower.stop()
+    finally:
+        redis.stop()
+    assert phases == {phase: (phases[phase][0], 200, "pong") for phase in phases}, phases
+    assert follower.drops == 0 and follower.errors == []
+    log = asgi.output()
+    assert errors_in(log) == [], log[-3000:]
+    warnings = log.count("throttle_cache_unavailable")
+    print(
+        f"\ndrill 10: push latency / REST / ping with Redis up, down, back: {phases}; sockets never dropped; "
+        f"{warnings} throttle_cache_unavailable warning(s), no error"
+    )
+
+
+# --- Drill 11 ------------------------------------------------------------------------------------
+# 2,000 sockets take about a minute to connect on a shared 2-core machine (each socket's
+# authentication and session write run one at a time in the server: about 35 a second), twice
+# over; the default keeps the drill under a minute. OFFCHAT_STORM_SOCKETS=2000 for the full storm.
+STORM_SOCKETS = int(os.environ.get("OFFCHAT_STORM_SOCKETS", "500"))
+STORM_STAFF = 10
+STORM_CONCURRENCY = 100
+STORM_TIMEOUT = max(60, STORM_SOCKETS / 10)
+
+
+def storm_tokens(count, staff):
+    """`count` users, each with one live session and an access token carrying it, made in
+    bulk (auth.log_in one by one would take most of the drill's time): the first `staff`
+    are staff."""
+    now = timezone.now()
+    User.objects.bulk_create(
+        User(
+            username=f"storm{n:05d}",
+            is_staff=n < staff,
+            online_status=OnlineStatus.ONLINE,
+            last_seen=now,
+            last_active=now,
+        )
+        for n in range(count)
+    )
+    users = list(User.objects.filter(username__startswith="storm").order_by("username"))
+    sessions = PresenceSession.objects.bulk_create(
+        PresenceSession(user=user, created_at=now, last_seen=now, last_active=now) for user in users
+    )
+    tokens = []
+    for user, session in zip(users, sessions, strict=True):
+        token = AccessToken.for_user(user)
+        token[SESSION_CLAIM] = str(session.pk)
+        tokens.append((user.is_staff, str(token)))
+    return tokens
+
+
+class StormClient:
+    """One socket of the storm: connects, keeps its last cursor, and reconnects with it (with
+    a jittered retry delay) whenever the server drops it, until told to stop."""
+
+    def __init__(self, asgi, staff, token, watched):
+        self.asgi, self.staff, self.token, self.watched = asgi, staff, token, watched
+        self.cursor = None
+        self.hellos = []  # monotonic time of each hello
+        self.watched_status = []  # (hello number, status) of the watched user as heard
+        self.socket = None
+
+    async def run(self, gate, stopping):
+        while not stopping.is_set():
+            query = f"?token={self.token}" + (f"&cursor={self.cursor}" if self.cursor else "")
+            try:
+                async with gate:
+                    self.socket = await async_connect(self.asgi.ws_url(query), open_timeout=30, max_queue=None)
+                    await self._read(until_hello=True)
+                    if not self.staff:
+                        await self.socket.send(json.dumps({"type": "subscribe", "user_ids": [self.watched]}))
+                await self._read(until_hello=False)
+            except (ConnectionClosed, OSError, TimeoutError):
+                pass
+            if not stopping.is_set():
+                await asyncio.sleep(random.uniform(0.2, 1.0))
+
+    async def _read(self, *, until_hello):
+        async for raw in self.socket:
+            frame = json.loads(raw)
+            if frame["type"] == "hello":
+                self.hellos.append(time.monotonic())
+                self.cursor = self.cursor or frame["cursor"]
+                if until_hello:
+                    return
+            elif frame["type"] == "presence":
+                self.cursor = frame["cursor"]
+                for row in frame["users"]:
+                    if row["id"] == self.watched:
+                        self.watched_status.append((len(self.hellos), row["online_status"]))
+        raise ConnectionClosed(None, None)
+
+
+def test_drill_a_reconnect_storm_after_a_restart(server):
+    """STORM_SOCKETS sockets (10 staff; the others follow one user) are open when the server restarts
+    on the same port; all reconnect at once with their cursors. The server holds, every socket
+    gets its hello, and the change made while the server was down reaches every one."""
+    asgi = server(kind=RestartableAsgiServer, PRESENCE_DISCONNECT_GRACE="30", PRESENCE_PUSH_INTERVAL="0.5")
+    watched = UserFactory()
+    tokens = storm_tokens(STORM_SOCKETS, STORM_STAFF)
+    rss_idle = rss_kib(asgi.process.pid)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coroutine, timeout=60):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
+
+    async def make():
+        return asyncio.Semaphore(STORM_CONCURRENCY), asyncio.Event()
+
+    gate, stopping = run(make())
+    clients = [StormClient(asgi, staff, token, watched.pk) for staff, token in tokens]
+    try:
+        started = time.monotonic()
+        tasks = [asyncio.run_coroutine_threadsafe(client.run(gate, stopping), loop) for client in clients]
+        assert wait_until(lambda: all(c.hellos for c in clients), timeout=STORM_TIMEOUT, step=0.2), sum(
+            bool(c.hellos) for c in clients
+        )
+        connected_in = time.monotonic() - started
+        members = [c for c in clients if not c.staff]
+        assert wait_until(lambda: all(c.watched_status for c in members), timeout=30, step=0.2)
+        time.sleep(1)
+        rss_open = rss_kib(asgi.process.pid)
+
+        stopped = time.monotonic()
+        asgi.stop()
+        down_in = time.monotonic() - stopped
+        auth.log_in(user=watched)  # the change made while the server is down
+        asgi.start_again()
+        back = time.monotonic()
+        assert wait_until(lambda: all(len(c.hellos) >= 2 for c in clients), timeout=STORM_TIMEOUT, step=0.2), sum(
+            len(c.hellos) >= 2 for c in clients
+        )
+        reconnected_in = time.monotonic() - back
+
+        def heard_online(client):
+            return any(n >= 2 and status == OnlineStatus.ONLINE for n, status in client.watched_status)
+
+        assert wait_until(lambda: all(heard_online(c) for c in clients), timeout=30, step=0.2), sum(
+            not heard_online(c) for c in clients
+        )
+        caught_up_in = time.monotonic() - back
+        time.sleep(1)
+        rss_reopened = rss_kib(asgi.process.pid)
+        # It answers as before the storm: 503 only for want of a sweep (no worker in this drill).
+        answered, body = asgi.http("/api/health/")
+        assert answered in (200, 503) and isinstance(body, dict), (answered, body)
+        health = f"{answered} {body.get('status')}"
+        assert all(len(c.hellos) == 2 for c in clients), "a socket was dropped again after reconnecting"
+    finally:
+        loop.call_soon_threadsafe(stopping.set)
+
+        async def close_all():
+            await asyncio.gather(*(c.socket.close() for c in clients if c.socket), return_exceptions=True)
+
+        run(close_all())
+        for task in tasks:
+            task.cancel()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+    log = asgi.all_output()
+    assert errors_in(log) == [], log[-3000:]
+    per_socket = (rss_open - rss_idle) / STORM_SOCKETS
+    print(
+        f"\ndrill 11: {STORM_SOCKETS} sockets ({STORM_STAFF} staff) connected in {connected_in:.1f} s; "
+        f"server stopped in {down_in:.1f} s; all back with their cursors {reconnected_in:.1f} s after it "
+        f"listened again, the change made while it was down heard by all {caught_up_in:.1f} s after; "
+        f"RSS {rss_idle / 1024:.0f} MiB idle, {rss_open / 1024:.0f} MiB with the sockets "
+        f"({per_socket:.1f} KiB a socket), {rss_reopened / 1024:.0f} MiB after the storm (the new process); "
+        f"health {health}"
+    )
