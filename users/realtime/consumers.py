@@ -8,7 +8,6 @@ from datetime import datetime
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
@@ -17,7 +16,7 @@ from offchat_backend.errors import DomainError
 from offchat_backend.log_events import log_event
 from users.models import ReportedStatus
 from users.presence_rules import effective_status
-from users.realtime.hub import HUB, Listener, rows_for, snapshot_rows
+from users.realtime.hub import HUB, Listener, in_db_thread, rows_for, snapshot_rows
 from users.selectors import accounts, feed
 from users.selectors.sessions import session_of_access_token
 from users.services import presence
@@ -146,7 +145,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             await self._error("invalid", f"`status` must be one of: {', '.join(ReportedStatus.values)}.")
             return
         session = self.listener.session
-        await database_sync_to_async(presence.record_activity)(
+        await in_db_thread(presence.record_activity)(
             user=session.user, session=session, active=status == ReportedStatus.ONLINE, reported_status=status
         )
         await self._send({"type": "status", "online_status": effective_status(user=session.user)})
@@ -161,7 +160,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             await self._error("too_many_subscriptions", f"A socket follows at most {limit} users.")
             return
         HUB.subscribe(self.listener, user_ids)
-        rows, shown_at = await database_sync_to_async(snapshot_rows)(
+        rows, shown_at = await in_db_thread(snapshot_rows)(
             user_ids=user_ids, viewer_id=self.listener.user_id, is_staff=self.listener.is_staff
         )
         HUB.remember_public_rows({user_id: row for user_id, row in rows.items() if user_id != self.listener.user_id})
@@ -215,7 +214,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         if deadline:
             deadline.cancel()
         try:
-            session = await database_sync_to_async(session_of_access_token)(token)
+            session = await in_db_thread(session_of_access_token)(token)
         except DomainError as refused:
             log_event(logger, "socket_refused", level=logging.WARNING, reason=refused.code)
             await self._close(CloseCode.UNAUTHORIZED, refused.code)
@@ -237,18 +236,23 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             await self._resume(self.resume_from)
 
     async def _resume(self, raw_cursor: str):
-        listener = self.listener
+        # A copy of what the socket hears: the read runs in another thread.
+        is_staff, viewer_id = self.listener.is_staff, self.listener.user_id
+        subscriptions = None if is_staff else frozenset(self.listener.subscriptions)
 
         def read():
             now = timezone.now()
             cursor = feed.parse_cursor(raw_cursor, now=now)
-            changes = feed.changes_since(queryset=_interest(listener), cursor=cursor, now=now)
-            viewer = SimpleNamespace(is_staff=listener.is_staff, pk=listener.user_id)
-            removed = [user_id for user_id in changes.removed_ids if listener.hears(user_id)]
+            heard = accounts.users_for_admin().filter(is_active=True)
+            if subscriptions is not None:
+                heard = heard.filter(pk__in=subscriptions)
+            changes = feed.changes_since(queryset=heard, cursor=cursor, now=now)
+            viewer = SimpleNamespace(is_staff=is_staff, pk=viewer_id)
+            removed = [pk for pk in changes.removed_ids if subscriptions is None or pk in subscriptions]
             return rows_for(changes.users, viewer=viewer, now=now), removed, changes.cursor
 
         try:
-            rows, removed, cursor = await database_sync_to_async(read)()
+            rows, removed, cursor = await in_db_thread(read)()
         except DomainError as refused:
             await self._error(refused.code, refused.message)
             return
@@ -308,9 +312,3 @@ def _user_ids(raw) -> set[int] | None:
             return None
         ids.add(int(item))
     return ids if all(0 < pk < 2**63 for pk in ids) else None
-
-
-def _interest(listener):
-    """The users a socket hears of: everyone active for staff, its subscriptions otherwise."""
-    queryset = accounts.users_for_admin().filter(is_active=True)
-    return queryset if listener.is_staff else queryset.filter(pk__in=listener.subscriptions)

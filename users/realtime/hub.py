@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from types import SimpleNamespace
 
 from channels.db import database_sync_to_async
@@ -29,6 +30,11 @@ from users.selectors.sessions import ended_sessions, unusable_sessions
 from users.services import presence
 
 logger = logging.getLogger(__name__)
+
+# Database work of sockets runs in a pool of threads, each with its own connection, not in
+# Channels' single thread per process: a burst of connects (a server restart, a reconnect
+# storm) is then bounded by the database, not by one thread.
+in_db_thread = partial(database_sync_to_async, thread_sensitive=False)
 
 # Who a row is computed for: staff see the truth, everyone else what privacy lets them see.
 STAFF_VIEWER = SimpleNamespace(is_staff=True, pk=None)
@@ -157,9 +163,9 @@ class Hub:
         if timer:
             timer.cancel()
         listener.alive_at = timezone.now()
-        await database_sync_to_async(presence.connect_session)(session=listener.session, at=listener.alive_at)
+        await in_db_thread(presence.connect_session)(session=listener.session, at=listener.alive_at)
         if self.cursor is None:
-            self.cursor = await database_sync_to_async(feed.current_cursor)(now=timezone.now())
+            self.cursor = await in_db_thread(feed.current_cursor)(now=timezone.now())
         self.listeners.add(listener)
         self.by_session.setdefault(listener.session_id, set()).add(listener)
         if listener.is_staff:
@@ -192,7 +198,7 @@ class Hub:
         try:
             await asyncio.sleep(settings.PRESENCE_DISCONNECT_GRACE)
             if str(session.pk) not in self.by_session:
-                await database_sync_to_async(presence.end_closed_session)(session=session, closed_at=closed_at)
+                await in_db_thread(presence.end_closed_session)(session=session, closed_at=closed_at)
         finally:
             self.grace_timers.pop(str(session.pk), None)
 
@@ -238,7 +244,7 @@ class Hub:
             await listener.socket.close_idle()
         if time.monotonic() - self.last_touch >= settings.PRESENCE_WRITE_GRANULARITY:
             self.last_touch, touched_at = time.monotonic(), timezone.now()
-            await database_sync_to_async(presence.touch_sessions)(session_ids=list(self.by_session), at=touched_at)
+            await in_db_thread(presence.touch_sessions)(session_ids=list(self.by_session), at=touched_at)
             for listener in self.listeners:
                 listener.alive_at = max(listener.alive_at, touched_at)
         owned: dict[int, set[str]] = {}
@@ -247,7 +253,7 @@ class Hub:
         self_subscribed = {
             lst.user_id for lst in self.listeners if not lst.is_staff and lst.user_id in lst.subscriptions
         }
-        batch = await database_sync_to_async(read_batch)(
+        batch = await in_db_thread(read_batch)(
             cursor=self.cursor, now=timezone.now(), owned=owned, self_subscribed=self_subscribed
         )
         self.cursor = batch.cursor
