@@ -55,6 +55,7 @@ FULL = {
     "token_users": 2_000,
     "payload_users": 10_000,
     "capacity_levels": [2_500, 5_000, 7_500, 10_000, 12_500, 15_000],
+    "history_users": 1_000_000,
     "capacity_probe_seconds": 45,
     "capacity_sustain_seconds": 180,
     "gunicorn_workers": 3,
@@ -69,6 +70,7 @@ QUICK = {
     "token_users": 100,
     "payload_users": 1_000,
     "capacity_levels": [50, 100],
+    "history_users": 1_000,
     "capacity_probe_seconds": 4,
     "capacity_sustain_seconds": 6,
     "gunicorn_workers": 2,
@@ -82,6 +84,7 @@ GOALS = {
     "admin_list_p50_ms": 25,
     "feed_vs_full": 0.05,
     "capacity_clients": 10_000,
+    "timeline_7d_p50_ms": 50,
 }
 
 
@@ -458,6 +461,101 @@ def sweep(*, total, online, stale, trials):
     }
 
 
+def history_timeline(*, users, days=7, trials=21):
+    """Row 8, in process: a 7-day timeline at one-minute steps (the admin chart's longest
+    read), over a week of `users` users' history seeded with COPY (an online and an away
+    interval a day each) and a count for every minute of the week. Baseline, same run: the
+    same read before any interval exists. Also one user's week (per-day totals)."""
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    from users.models import User
+    from users.selectors import history
+
+    execute("TRUNCATE presence_intervals, presence_counts RESTART IDENTITY")
+    now = timezone.now().replace(second=0, microsecond=0)
+    start = now - timedelta(days=days)
+    minutes = days * 24 * 60
+    copy_rows(
+        "presence_counts",
+        ["at", "online", "away", "offline"],
+        ([(start + timedelta(minutes=m)).isoformat(), 1000 + m % 500, 200 + m % 50, users] for m in range(minutes)),
+    )
+    execute("VACUUM ANALYZE presence_counts")
+
+    def read(trials):
+        timings = []
+        for _ in range(trials):
+            started = time.perf_counter()
+            points = history.timeline(start=start, end=now, step=timedelta(minutes=1))
+            timings.append((time.perf_counter() - started) * 1000)
+        assert len(points) == minutes, len(points)
+        return timings
+
+    baseline = read(trials)
+    seed_started = time.perf_counter()
+    existing = execute("SELECT count(*) FROM users")[0][0]
+    if existing < users:
+        execute("TRUNCATE users RESTART IDENTITY CASCADE")
+        copy_rows(
+            "users",
+            USER_COLUMNS,
+            (
+                [
+                    user_id,
+                    "!",
+                    False,
+                    f"h{user_id:07d}",
+                    "",
+                    "",
+                    "",
+                    False,
+                    True,
+                    now.isoformat(),
+                    "offline",
+                    now.isoformat(),
+                    now.isoformat(),
+                    True,
+                    0,
+                ]  # fmt: skip
+                for user_id in range(1, users + 1)
+            ),
+        )
+
+    def intervals():
+        for day in range(days):
+            midnight = start + timedelta(days=day)
+            for user_id in range(1, users + 1):
+                online_from = midnight + timedelta(minutes=user_id % 600)
+                away_from = online_from + timedelta(hours=2)
+                yield [user_id, "online", online_from.isoformat(), away_from.isoformat()]
+                yield [user_id, "away", away_from.isoformat(), (away_from + timedelta(minutes=30)).isoformat()]
+
+    copy_rows("presence_intervals", ["user_id", "status", "started_at", "ended_at"], intervals())
+    execute("VACUUM ANALYZE presence_intervals")
+    seed_seconds = time.perf_counter() - seed_started
+    loaded = read(trials)
+    user = User.objects.get(pk=users // 2)
+    user_timings = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        week = history.user_history(user=user, start=start, end=now, tz=ZoneInfo("Europe/Berlin"), now=now)
+        user_timings.append((time.perf_counter() - started) * 1000)
+    return {
+        "users": users,
+        "intervals": execute("SELECT count(*) FROM presence_intervals")[0][0],
+        "seed_seconds": seed_seconds,
+        "timeline_points": minutes,
+        "timeline_p50_ms": statistics.median(loaded),
+        "timeline_p99_ms": max(loaded),
+        "baseline_p50_ms": statistics.median(baseline),
+        "ratio": statistics.median(loaded) / statistics.median(baseline),
+        "user_week_p50_ms": statistics.median(user_timings),
+        "user_week_days": len(week.days),
+    }
+
+
 def admin_list(*, online, tokens_path, workers, seconds, log_path):
     """Row 5: the online filter through gunicorn (wrk), and queries per request in process."""
     from django.db import connection
@@ -643,6 +741,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a tiny scale, to check that the benchmark runs")
     parser.add_argument("--output", type=Path, default=BENCH, help="where REPORT.md and results.json go")
     parser.add_argument("--render", action="store_true", help="only rewrite REPORT.md from results.json")
+    parser.add_argument(
+        "--only-history", action="store_true", help="only row 8 (history timeline), printed, REPORT.md untouched"
+    )
     args = parser.parse_args()
     if args.render:
         results = json.loads((args.output / "results.json").read_text())
@@ -656,6 +757,10 @@ def main():
     recreate_database()
     setup_django()
     from django.conf import settings
+
+    if args.only_history:
+        print(json.dumps(history_timeline(users=scale["history_users"]), indent=2))
+        return
 
     results = {"mode": "quick" if args.quick else "full", "scale": scale, "machine": versions()}
     results["settings"] = {
@@ -684,6 +789,8 @@ def main():
         rounds=scale["load_rounds"], log_path=log_path,
     )  # fmt: skip
     tokens_path.unlink()
+    log("row 8: history timeline")
+    results["history"] = history_timeline(users=scale["history_users"])
     log("row 7: capacity")
     results["capacity"] = capacity(
         levels=scale["capacity_levels"], probe_seconds=scale["capacity_probe_seconds"],

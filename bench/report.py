@@ -109,6 +109,19 @@ def render(r, goals):
             _met(bool(sustained) and sustained["clients"] >= goals["capacity_clients"]),
         ),
     ]
+    history = r.get("history")
+    if history:  # reports from before row 8 existed have none
+        rows.append(
+            (
+                f"8. Timeline, 7 days at 1-minute steps, over {history['users']:,} users' week of history",
+                f"p50 < {goals['timeline_7d_p50_ms']} ms",
+                f"p50 {_ms(history['timeline_p50_ms'])} ({history['timeline_points']:,} points; "
+                f"{history['intervals']:,} intervals); one user's week: p50 {_ms(history['user_week_p50_ms'])}",
+                f"no intervals yet: p50 {_ms(history['baseline_p50_ms'])}",
+                f"{history['ratio']:.2f}",
+                _met(history["timeline_p50_ms"] < goals["timeline_7d_p50_ms"]),
+            )
+        )
     lines = [
         "# OffChat presence benchmark",
         "",

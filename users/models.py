@@ -176,3 +176,49 @@ class PresenceSweep(models.Model):
 
     def __str__(self):
         return f"presence sweep finished at {self.finished_at}"
+
+
+class PresenceInterval(models.Model):
+    """A user shown online or away from `started_at` until `ended_at` (null: still so).
+
+    One row per transition of the status shown, written with the transition
+    (users.services.history); nothing per heartbeat or ping. Offline is the time no
+    interval covers.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="presence_intervals")
+    status = models.CharField(max_length=7, choices=ReportedStatus.choices)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "presence_intervals"
+        indexes = [
+            # A user's history over a range.
+            models.Index(fields=["user", "started_at"], name="presence_interval_user_idx"),
+            # Pruning past the retention.
+            models.Index(fields=["ended_at"], name="presence_interval_ended_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(ended_at__isnull=True), name="presence_interval_one_open_per_user"
+            )
+        ]
+
+    def __str__(self):
+        return f"user {self.user_id} {self.status} from {self.started_at}"
+
+
+class PresenceCount(models.Model):
+    """Users per status shown at one minute, written by each sweep: the timeline's points."""
+
+    at = models.DateTimeField(primary_key=True)
+    online = models.PositiveIntegerField()
+    away = models.PositiveIntegerField()
+    offline = models.PositiveIntegerField()
+
+    class Meta:
+        db_table = "presence_counts"
+
+    def __str__(self):
+        return f"{self.online} online, {self.away} away at {self.at}"

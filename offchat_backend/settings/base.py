@@ -179,6 +179,8 @@ PRESENCE_AWAY_AFTER = env.int("PRESENCE_AWAY_AFTER", default=300)
 # many changed users; past either the client reloads the full list.
 PRESENCE_FEED_MAX_AGE = env.int("PRESENCE_FEED_MAX_AGE", default=24 * 60 * 60)
 PRESENCE_FEED_MAX_CHANGES = env.int("PRESENCE_FEED_MAX_CHANGES", default=1000)
+# Presence history (intervals per user, users per status each minute) is kept this many days.
+PRESENCE_HISTORY_DAYS = env.int("PRESENCE_HISTORY_DAYS", default=30)
 # Live presence (/ws/presence/, docs/realtime.md). Each ASGI process reads the change feed this
 # often (seconds) and pushes what changed: the batching window.
 PRESENCE_PUSH_INTERVAL = env.float("PRESENCE_PUSH_INTERVAL", default=1.0)
@@ -225,6 +227,18 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(PRESENCE_SWEEP_INTERVAL)},
     },
     # Without it the token blacklist tables grow by a row per login forever.
+    # The timeline's points: users per status each minute.
+    "record-presence-counts": {
+        "task": "users.tasks.record_presence_counts",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
+    # Presence history past PRESENCE_HISTORY_DAYS.
+    "prune-presence-history": {
+        "task": "users.tasks.prune_presence_history",
+        "schedule": 24 * 60 * 60.0,
+        "options": {"expires": 60 * 60.0},
+    },
     "flush-expired-tokens": {
         "task": "users.tasks.flush_expired_tokens",
         "schedule": 24 * 60 * 60.0,

@@ -34,6 +34,7 @@ from users.presence_rules import (
     transition_margin,
     write_granularity,
 )
+from users.services import history
 from users.services.feed import next_feed_id, prune_tombstones, take_feed_id
 
 logger = logging.getLogger(__name__)
@@ -224,6 +225,7 @@ def set_manual_status(*, user: User, status: str | None) -> bool:
         # exclude(manual_status=None) is "IS NOT NULL": clearing an empty status writes nothing.
         changed = User.objects.filter(pk=user.pk).exclude(manual_status=status).update(manual_status=status)
         if changed:
+            history.record_shown_statuses(users=[User.objects.select_for_update().get(pk=user.pk)], at=timezone.now())
             take_feed_id(user_ids=[user.pk])
     user.manual_status = status
     return bool(changed)
@@ -252,6 +254,7 @@ def admin_set_status(*, user: User, status: str, at=None) -> None:
         elif not live_sessions.exists():
             raise NoLiveSessionError
         User.objects.filter(pk=user.pk).update(online_status=status)
+        history.record_shown_statuses(users=[User.objects.select_for_update().get(pk=user.pk)], at=at)
         take_feed_id(user_ids=[user.pk])
     user.online_status = status
 
@@ -309,6 +312,13 @@ def _sweep(*, now) -> int:
             .values_list("pk", flat=True)
         )
         regrouped = _users_whose_sessions_report_otherwise(user_ids={user_id for _, user_id in idle} - stale)
+        # History first: the feed counter stays the last lock taken.
+        history.close_for_inactivity(user_ids=stale)
+        if regrouped:
+            after = User.objects.filter(pk__in=regrouped).annotate(reported=aggregate_status_expression())
+            users = [_with_status(user, user.reported) for user in after]
+            history.record_shown_statuses(users=users, at=now)
+        history.record_clock_transitions(now=now)
         if stale or regrouped:
             # Every row below is locked already, so the counter is still the last lock taken;
             # status and feed id go in one UPDATE: one new row version per user, not two.
@@ -328,6 +338,11 @@ def _sweep(*, now) -> int:
         duration_ms=round(duration * 1000, 1),
     )
     return len(stale)
+
+
+def _with_status(user: User, status: str) -> User:
+    user.online_status = status
+    return user
 
 
 def _bound_each_statement(*, seconds: int) -> None:
@@ -387,6 +402,9 @@ def _recompute_user(*, user: User, at: datetime, seen: bool, active: bool) -> No
         fields["last_active"] = max(filter(None, [locked.last_active, at]))
     status = _aggregate_status(user_id=user.pk)
     User.objects.filter(pk=user.pk).update(**fields, online_status=status)
+    for name, value in {**fields, "online_status": status}.items():
+        setattr(locked, name, value)
+    history.record_shown_statuses(users=[locked], at=at)
     update_id = take_feed_id(user_ids=[user.pk])
     for name, value in fields.items():
         setattr(user, name, value)

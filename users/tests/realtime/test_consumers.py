@@ -413,3 +413,24 @@ def test_pings_write_nothing(server):
             time.sleep(0.2)
         assert PresenceSession.objects.get(pk=issued.session.pk).last_seen == opened
         assert User.objects.values_list("last_seen", "presence_update_id").get(pk=user.pk) == before
+
+
+def test_a_user_who_flaps_within_one_batch_is_pushed_once_in_the_final_state(server):
+    asgi = server(PRESENCE_PUSH_INTERVAL="2")
+    admin, marker, flapper = StaffFactory(), UserFactory(), UserFactory()
+    with connect(asgi.ws_url(f"?token={auth.log_in(user=admin).access}")) as socket:
+        socket.recv(timeout=5)
+        auth.log_in(user=marker)
+        # A batch just went out: the next is two seconds away.
+        frames(socket, until=lambda f: f["type"] == "user_status_change" and f["user_id"] == str(marker.pk))
+        issued = auth.log_in(user=flapper)
+        for status in ("away", "online", "away"):
+            session = PresenceSession.objects.select_related("user").get(pk=issued.session.pk)
+            presence.record_activity(user=session.user, session=session, active=False, reported_status=status)
+        received = []
+        try:
+            while True:
+                received.append(json.loads(socket.recv(timeout=3)))
+        except TimeoutError:
+            pass
+    assert [change["online_status"] for change in changes_of(flapper, received)] == ["away"]

@@ -1,0 +1,112 @@
+"""Presence over time, read side: a user's intervals and per-day totals in a time zone, and
+users per status over time (users.services.history writes both)."""
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from django.db.models import Q
+
+from users.models import OnlineStatus, PresenceCount, PresenceInterval, User
+from users.presence_rules import inactivity_timeout
+
+
+@dataclass(frozen=True)
+class Interval:
+    status: str
+    started_at: datetime
+    ended_at: datetime | None  # None: still so
+
+
+@dataclass
+class Day:
+    date: date
+    online_seconds: float = 0.0
+    away_seconds: float = 0.0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    intervals: list[Interval]
+    days: list[Day] = field(default_factory=list)
+
+
+def user_history(*, user: User, start: datetime, end: datetime, tz: ZoneInfo, now: datetime) -> History:
+    """`user`'s intervals overlapping [start, end), clipped to it and to now, and a total per
+    local day of `tz` from start's day to the day of min(end, now). An open interval runs until
+    now, or until the user's connection timed out if the sweep has not closed it yet; it is
+    returned with `ended_at` None (still so) only when the range reaches now."""
+    # One time zone for all arithmetic: Python subtracts two datetimes that share a tzinfo
+    # as wall-clock times, which is an hour off across a DST change.
+    start, end, now = (moment.astimezone(UTC) for moment in (start, end, now))
+    until = min(end, now)
+    rows = PresenceInterval.objects.filter(user=user, started_at__lt=until).filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gt=start)
+    )
+    open_until = min(now, user.last_seen + inactivity_timeout()) if user.last_seen else now
+    intervals = []
+    for row in rows.order_by("started_at"):
+        row_end = row.ended_at or max(row.started_at, open_until)
+        still = row.ended_at is None and row_end >= now and end >= now
+        clipped_start, clipped_end = max(row.started_at, start), min(row_end, until)
+        if clipped_end > clipped_start:
+            intervals.append(Interval(row.status, clipped_start, None if still else clipped_end))
+    return History(intervals=intervals, days=_days(intervals, start=start, end=until, tz=tz))
+
+
+def _days(intervals: list[Interval], *, start: datetime, end: datetime, tz: ZoneInfo) -> list[Day]:
+    """Totals per local day of `tz`; an interval still open (ended_at None) counts until `end`.
+    Summed as timedeltas (exact), turned into seconds once."""
+    first, last = start.astimezone(tz).date(), max(start, end - timedelta(microseconds=1)).astimezone(tz).date()
+    days = {first + timedelta(days=n): Day(first + timedelta(days=n)) for n in range((last - first).days + 1)}
+    totals = {day: {OnlineStatus.ONLINE: timedelta(0), OnlineStatus.AWAY: timedelta(0)} for day in days}
+    for interval in intervals:
+        piece_start, interval_end = interval.started_at, interval.ended_at or end
+        while piece_start < interval_end:
+            local_day = piece_start.astimezone(tz).date()
+            # The next local midnight as an instant (UTC): 23 or 25 hours away on a DST day.
+            next_midnight = datetime.combine(local_day + timedelta(days=1), time.min, tzinfo=tz).astimezone(UTC)
+            piece_end = min(interval_end, next_midnight)
+            day = days.get(local_day)
+            if day is not None:
+                totals[local_day][interval.status] += piece_end - piece_start
+                day.first_seen = min(filter(None, [day.first_seen, piece_start]))
+                day.last_seen = max(filter(None, [day.last_seen, piece_end]))
+            piece_start = piece_end
+    for local_day, day in days.items():
+        day.online_seconds = totals[local_day][OnlineStatus.ONLINE].total_seconds()
+        day.away_seconds = totals[local_day][OnlineStatus.AWAY].total_seconds()
+    return list(days.values())
+
+
+@dataclass(frozen=True)
+class Point:
+    at: datetime
+    online: int
+    away: int
+    offline: int
+
+
+def timeline(*, start: datetime, end: datetime, step: timedelta) -> list[Point]:
+    """Users per status from start to end, one point per `step` (the mean of the minutes
+    in it, rounded); a step with no sample (no count was recorded) is left out. Plain loops
+    over the rows: a week at one-minute steps is 10,080 of them."""
+    origin, width = start.timestamp(), step.total_seconds()
+    sums: dict[int, list[int]] = {}
+    samples = PresenceCount.objects.filter(at__gte=start, at__lt=end).order_by("at")
+    for at, online, away, offline in samples.values_list("at", "online", "away", "offline"):
+        index = int((at.timestamp() - origin) // width)
+        bucket = sums.get(index)
+        if bucket is None:
+            sums[index] = [online, away, offline, 1]
+        else:
+            bucket[0] += online
+            bucket[1] += away
+            bucket[2] += offline
+            bucket[3] += 1
+    return [
+        Point(start + step * index, round(online / n), round(away / n), round(offline / n))
+        for index, (online, away, offline, n) in sorted(sums.items())
+    ]

@@ -1,0 +1,98 @@
+"""Presence over time: intervals of the status shown, and users per status each minute.
+
+Intervals are written by the presence writes themselves (users.services.presence), inside their
+transactions, and only when what a user shows changes: a plain heartbeat, a ping or a touch
+writes nothing here. Transitions the clock makes with no write (away after
+PRESENCE_AWAY_AFTER without input, offline after PRESENCE_INACTIVITY_TIMEOUT) are recorded
+by the next sweep, at the moment they happened (computed from last_active and last_seen), in
+a fixed number of statements whatever the number of users. Until that sweep, a user's open
+interval may run up to one sweep interval past the clock's transition.
+"""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Case, DateTimeField, F, OuterRef, Subquery, Value, When
+from django.db.models.functions import Coalesce, Greatest
+
+from users.models import OnlineStatus, PresenceCount, PresenceInterval, User
+from users.presence_rules import away_after, effective_status, inactivity_timeout, status_q
+from users.selectors.presence import status_counts
+
+
+def record_shown_statuses(*, users: list[User], at: datetime) -> None:
+    """After a write that may have changed what these users show (their rows as written,
+    locked by the caller): close each open interval whose status no longer holds, open one
+    for each user now shown online or away. Three statements at most, whatever the count."""
+    shown = {user.pk: effective_status(user=user, now=at) for user in users}
+    open_now = dict(
+        PresenceInterval.objects.filter(user_id__in=shown, ended_at__isnull=True).values_list("user_id", "status")
+    )
+    changed = [user_id for user_id, status in shown.items() if open_now.get(user_id, OnlineStatus.OFFLINE) != status]
+    if not changed:
+        return
+    closing = [user_id for user_id in changed if user_id in open_now]
+    if closing:
+        PresenceInterval.objects.filter(user_id__in=closing, ended_at__isnull=True).update(
+            ended_at=Greatest(F("started_at"), Value(at))
+        )
+    opening = [user_id for user_id in changed if shown[user_id] != OnlineStatus.OFFLINE]
+    PresenceInterval.objects.bulk_create(
+        [PresenceInterval(user_id=user_id, status=shown[user_id], started_at=at) for user_id in opening]
+    )
+
+
+def close_for_inactivity(*, user_ids) -> None:
+    """The sweep's stale users were shown offline from last_seen + the timeout on (not from
+    the sweep's own time): their open intervals end then."""
+    last_seen = User.objects.filter(pk=OuterRef("user_id")).values("last_seen")[:1]
+    shown_offline_at = Subquery(last_seen, output_field=DateTimeField()) + Value(inactivity_timeout())
+    PresenceInterval.objects.filter(user_id__in=user_ids, ended_at__isnull=True).update(
+        ended_at=Greatest(F("started_at"), Coalesce(shown_offline_at, F("started_at")))
+    )
+
+
+def record_clock_transitions(*, now: datetime) -> None:
+    """Users shown away by the clock alone (online stored, no input for PRESENCE_AWAY_AFTER)
+    whose open interval still says online: it ends, and an away one starts, at the moment the
+    clock turned them away. Users whose row another writer holds are left to that writer
+    (it records what it changes). Four statements at most, whatever the count."""
+    still_online = PresenceInterval.objects.filter(ended_at__isnull=True, status=OnlineStatus.ONLINE)
+    last_active = dict(
+        User.objects.select_for_update(skip_locked=True)
+        .filter(status_q(OnlineStatus.AWAY, now=now), online_status=OnlineStatus.ONLINE, manual_status__isnull=True)
+        .filter(pk__in=still_online.values("user_id"))
+        .values_list("pk", "last_active")
+    )
+    if not last_active:
+        return
+    turned = list(still_online.filter(user_id__in=last_active).values_list("pk", "user_id", "started_at"))
+    away_since = {pk: max(started, (last_active[user_id] or started) + away_after()) for pk, user_id, started in turned}
+    PresenceInterval.objects.filter(pk__in=away_since).update(
+        ended_at=Case(*(When(pk=pk, then=Value(at)) for pk, at in away_since.items()), output_field=DateTimeField())
+    )
+    PresenceInterval.objects.bulk_create(
+        [
+            PresenceInterval(user_id=user_id, status=OnlineStatus.AWAY, started_at=away_since[pk])
+            for pk, user_id, _ in turned
+        ]
+    )
+
+
+def record_counts(*, at: datetime) -> None:
+    """Users per status shown at `at`'s minute (beat, every minute; the last of a minute
+    wins). Its own task, not the sweep's: counting every active user grows with the table,
+    and the sweep must not."""
+    counts = status_counts(now=at)
+    PresenceCount.objects.update_or_create(
+        at=at.replace(second=0, microsecond=0),
+        defaults={status: counts[status] for status in OnlineStatus.values},
+    )
+
+
+def prune(*, now: datetime) -> tuple[int, int]:
+    """Drop what is older than PRESENCE_HISTORY_DAYS. Returns (intervals, counts) deleted."""
+    cutoff = now - timedelta(days=settings.PRESENCE_HISTORY_DAYS)
+    intervals, _ = PresenceInterval.objects.filter(ended_at__lt=cutoff).delete()
+    counts, _ = PresenceCount.objects.filter(at__lt=cutoff).delete()
+    return intervals, counts
