@@ -1,7 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from users.api import auth, lists, presence
+from users.api import auth, history, lists, presence
 
 router = SimpleRouter()
 router.register("admin/users", lists.AdminUserViewSet, basename="admin-users")
@@ -15,6 +15,12 @@ urlpatterns = [
     path("all-users/", lists.AllUsersView.as_view(), name="all-users"),
     path("me/", presence.MeView.as_view(), name="me"),
     path("me/presence/", presence.MyPresenceView.as_view(), name="my-presence"),
+    path("me/history/", history.MyHistoryView.as_view(), name="my-history"),
+    # The router's id pattern: a malformed id is a 404 from the view, like the other admin paths.
+    re_path(
+        r"^admin/users/(?P<pk>[^/.]+)/history/$", history.AdminUserHistoryView.as_view(), name="admin-user-history"
+    ),
+    path("admin/presence/timeline/", history.PresenceTimelineView.as_view(), name="admin-presence-timeline"),
     # The OffChat frontend's name for /me/.
     path("profile/", presence.MeView.as_view(), name="profile"),
     *router.urls,

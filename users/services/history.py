@@ -23,23 +23,47 @@ from users.selectors.presence import status_counts
 def record_shown_statuses(*, users: list[User], at: datetime) -> None:
     """After a write that may have changed what these users show (their rows as written,
     locked by the caller): close each open interval whose status no longer holds, open one
-    for each user now shown online or away. Three statements at most, whatever the count."""
+    for each user now shown online or away. Three statements at most, whatever the count.
+
+    A change is dated `at`, except the clock's own: a user found away only because their
+    last input is older than PRESENCE_AWAY_AFTER turned away then, not at this write (a
+    socket opening on an idle user's second tab, say, before the sweep saw it)."""
     shown = {user.pk: effective_status(user=user, now=at) for user in users}
-    open_now = dict(
-        PresenceInterval.objects.filter(user_id__in=shown, ended_at__isnull=True).values_list("user_id", "status")
-    )
-    changed = [user_id for user_id, status in shown.items() if open_now.get(user_id, OnlineStatus.OFFLINE) != status]
+    open_now = {
+        user_id: (status, started_at)
+        for user_id, status, started_at in PresenceInterval.objects.filter(
+            user_id__in=shown, ended_at__isnull=True
+        ).values_list("user_id", "status", "started_at")
+    }
+    changed = [
+        user_id for user_id, status in shown.items() if open_now.get(user_id, (OnlineStatus.OFFLINE, None))[0] != status
+    ]
     if not changed:
         return
+    by_id = {user.pk: user for user in users}
+    moment = {user_id: _changed_at(by_id[user_id], open_now.get(user_id), shown[user_id], at) for user_id in changed}
     closing = [user_id for user_id in changed if user_id in open_now]
     if closing:
+        ended_at = Case(
+            *(When(user_id=user_id, then=Value(moment[user_id])) for user_id in closing),
+            output_field=DateTimeField(),
+        )
         PresenceInterval.objects.filter(user_id__in=closing, ended_at__isnull=True).update(
-            ended_at=Greatest(F("started_at"), Value(at))
+            ended_at=Greatest(F("started_at"), ended_at)
         )
     opening = [user_id for user_id in changed if shown[user_id] != OnlineStatus.OFFLINE]
     PresenceInterval.objects.bulk_create(
-        [PresenceInterval(user_id=user_id, status=shown[user_id], started_at=at) for user_id in opening]
+        [PresenceInterval(user_id=user_id, status=shown[user_id], started_at=moment[user_id]) for user_id in opening]
     )
+
+
+def _changed_at(user: User, open_interval, shown: str, at: datetime) -> datetime:
+    """When `user` started to show `shown`: `at`, or the moment the clock turned them away."""
+    if open_interval is None or open_interval[0] != OnlineStatus.ONLINE or shown != OnlineStatus.AWAY:
+        return at
+    if user.manual_status or user.online_status != OnlineStatus.ONLINE or user.last_active is None:
+        return at  # away by a report or a manual status: this write made it so
+    return min(at, max(open_interval[1], user.last_active + away_after()))
 
 
 def close_for_inactivity(*, user_ids) -> None:

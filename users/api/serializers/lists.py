@@ -8,10 +8,19 @@ from users.selectors.presence import presence_shown_to
 
 class ListedPresenceMixin(serializers.Serializer):
     """Presence as lists show it: computed now, private presence hidden from other users,
-    last_seen only for offline users (users.selectors.presence.presence_shown_to)."""
+    last_seen only for offline users (users.selectors.presence.presence_shown_to), and
+    last_active (the last real input) only for users shown away.
+
+    last_active is a timestamp, not an "ago" figure: it moves with real input only. It is
+    left out (null) for online users because their every online heartbeat is real input:
+    it would change the row, and so the list's ETag, every heartbeat interval. An online
+    user was active within PRESENCE_AWAY_AFTER by definition; for an away user it says how
+    long ago ("away, active 12 min ago") and stays put while they are away.
+    """
 
     online_status = serializers.SerializerMethodField()
     last_seen = serializers.SerializerMethodField()
+    last_active = serializers.SerializerMethodField()
 
     def _shown(self, user):
         return presence_shown_to(viewer=self.context["request"].user, user=user, now=presence_now(self.context))
@@ -24,13 +33,24 @@ class ListedPresenceMixin(serializers.Serializer):
         last_seen = self._shown(user).last_seen
         return serializers.DateTimeField().to_representation(last_seen) if last_seen else None
 
+    @extend_schema_field(
+        serializers.DateTimeField(
+            allow_null=True, help_text="The last real input, for users shown away; null for online and offline users."
+        )
+    )
+    def get_last_active(self, user):
+        shown_away = self._shown(user).status == OnlineStatus.AWAY
+        return (
+            serializers.DateTimeField().to_representation(user.last_active) if shown_away and user.last_active else None
+        )
+
 
 class DirectoryUserSerializer(ListedPresenceMixin, serializers.ModelSerializer):
     """What any signed-in user may see of another: no email, no staff flags."""
 
     class Meta:
         model = User
-        fields = ["id", "username", "first_name", "last_name", "online_status", "last_seen"]
+        fields = ["id", "username", "first_name", "last_name", "online_status", "last_seen", "last_active"]
         read_only_fields = fields
 
 

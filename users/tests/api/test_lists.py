@@ -51,7 +51,16 @@ class TestAllUsers:
         rows = {row["username"]: row for row in body["results"]}
         assert set(rows) == {user.username, other.username}
         assert rows[other.username]["online_status"] == "online"
-        assert set(rows[other.username]) == {"id", "username", "first_name", "last_name", "online_status", "last_seen"}
+        assert set(rows[other.username]) == {
+            "id",
+            "username",
+            "first_name",
+            "last_name",
+            "online_status",
+            "last_seen",
+            "last_active",  # for users shown away (test_history.py); null for this online one
+        }
+        assert rows[other.username]["last_active"] is None
 
     def test_staff_also_see_emails_and_flags(self, staff_client, user):
         rows = staff_client.get(ALL_USERS).json()["results"]

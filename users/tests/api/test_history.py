@@ -1,0 +1,294 @@
+"""Presence over time through the API (users.api.history): my history, a user's history for
+staff, the timeline; every 400, 401, 403 and 404; privacy; `last_active` in list rows."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+
+from users.models import PresenceCount, PresenceInterval
+from users.services import presence
+from users.tests.factories import UserFactory
+from users.tests.helpers import ADMIN_USERS, ALL_USERS, HEARTBEAT, ME, assert_json, assert_json_error, client_for
+
+pytestmark = pytest.mark.django_db
+MY_HISTORY = "/api/users/me/history/"
+TIMELINE = "/api/users/admin/presence/timeline/"
+# A Wednesday; Berlin is on CET (UTC+1).
+NOW = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)
+
+
+def history_url(user_id):
+    return f"/api/users/admin/users/{user_id}/history/"
+
+
+@pytest.fixture(autouse=True)
+def clock():
+    with time_machine.travel(NOW, tick=False) as traveller:
+        yield traveller
+
+
+def seed(user):
+    """Online yesterday 08:00-10:00 UTC, away 10:00-10:30, and online since 11:00 today (in
+    place of what a login recorded)."""
+    PresenceInterval.objects.filter(user=user).delete()
+    yesterday = NOW - timedelta(days=1)
+    PresenceInterval.objects.create(
+        user=user, status="online", started_at=yesterday.replace(hour=8), ended_at=yesterday.replace(hour=10)
+    )
+    PresenceInterval.objects.create(
+        user=user, status="away", started_at=yesterday.replace(hour=10), ended_at=yesterday.replace(hour=10, minute=30)
+    )
+    PresenceInterval.objects.create(user=user, status="online", started_at=NOW.replace(hour=11))
+
+
+class TestMyHistory:
+    def test_defaults_to_the_last_seven_local_days_in_utc(self, user, user_client):
+        seed(user)
+        body = assert_json(user_client.get(MY_HISTORY), 200)
+        assert body["tz"] == "UTC"
+        assert body["from"] == "2026-03-05T00:00:00Z"
+        assert body["to"] == "2026-03-11T12:00:00Z"
+        assert [day["date"] for day in body["days"]] == [f"2026-03-{n:02}" for n in range(5, 12)]
+        assert body["intervals"] == [
+            {"status": "online", "started_at": "2026-03-10T08:00:00Z", "ended_at": "2026-03-10T10:00:00Z"},
+            {"status": "away", "started_at": "2026-03-10T10:00:00Z", "ended_at": "2026-03-10T10:30:00Z"},
+            {"status": "online", "started_at": "2026-03-11T11:00:00Z", "ended_at": None},
+        ]
+        assert body["days"][-2:] == [
+            {
+                "date": "2026-03-10",
+                "online_seconds": 7200,
+                "away_seconds": 1800,
+                "first_seen": "2026-03-10T08:00:00Z",
+                "last_seen": "2026-03-10T10:30:00Z",
+            },
+            {
+                "date": "2026-03-11",
+                "online_seconds": 3600,
+                "away_seconds": 0,
+                "first_seen": "2026-03-11T11:00:00Z",
+                "last_seen": "2026-03-11T12:00:00Z",
+            },
+        ]
+        assert body["days"][0] == {
+            "date": "2026-03-05",
+            "online_seconds": 0,
+            "away_seconds": 0,
+            "first_seen": None,
+            "last_seen": None,
+        }
+
+    def test_in_a_time_zone_dates_are_local_midnights_and_moments_carry_its_offset(self, user, user_client):
+        seed(user)
+        body = assert_json(
+            user_client.get(MY_HISTORY, {"from": "2026-03-10", "to": "2026-03-11", "tz": "Europe/Berlin"}), 200
+        )
+        assert (body["tz"], body["from"], body["to"]) == (
+            "Europe/Berlin",
+            "2026-03-10T00:00:00+01:00",
+            "2026-03-11T00:00:00+01:00",
+        )
+        assert body["intervals"][0] == {
+            "status": "online",
+            "started_at": "2026-03-10T09:00:00+01:00",
+            "ended_at": "2026-03-10T11:00:00+01:00",
+        }
+        assert [(day["date"], day["online_seconds"], day["away_seconds"]) for day in body["days"]] == [
+            ("2026-03-10", 7200, 1800)
+        ]
+
+    def test_seconds_are_whole_and_rounded_down(self, user, user_client):
+        PresenceInterval.objects.create(
+            user=user, status="online", started_at=NOW - timedelta(hours=2), ended_at=NOW - timedelta(seconds=7199.9)
+        )
+        body = assert_json(user_client.get(MY_HISTORY), 200)
+        assert body["days"][-1]["online_seconds"] == 0
+
+    def test_datetimes_with_offsets_are_accepted_and_a_plus_sent_unescaped_too(self, user, user_client):
+        seed(user)
+        for value in ("2026-03-10T09:00:00+01:00", "2026-03-10T09:00:00 01:00", "2026-03-10T08:00:00Z"):
+            body = assert_json(user_client.get(MY_HISTORY, {"from": value}), 200)
+            assert body["from"] == "2026-03-10T08:00:00Z", value
+
+    def test_a_login_then_an_away_report_through_the_api_shows_in_the_history(self, user):
+        client = client_for(user)  # a login: online from now
+        with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+            client.post(HEARTBEAT, {"status": "away"}, format="json")
+        with time_machine.travel(NOW + timedelta(minutes=6), tick=False):
+            body = assert_json(client.get(MY_HISTORY), 200)
+        assert [(i["status"], i["ended_at"]) for i in body["intervals"]] == [
+            ("online", "2026-03-11T12:05:00Z"),
+            ("away", None),
+        ]
+        assert body["days"][-1]["online_seconds"] == 300
+        assert body["days"][-1]["away_seconds"] == 60
+
+    def test_without_a_token_is_401(self, api_client):
+        assert_json_error(api_client.get(MY_HISTORY), 401)
+
+
+BAD_HISTORY_QUERIES = [
+    ({"from": "yesterday"}, "from"),
+    ({"from": "2026-13-01"}, "from"),
+    ({"to": "2026-03-10T25:00:00Z"}, "to"),
+    ({"from": "2026-03-10T09:00:00"}, "from"),  # no offset
+    ({"from": "0001-01-01"}, "from"),
+    ({"to": "9999-12-31T23:59:59+00:00"}, "to"),
+    ({"from": "2026-03-11T12:00:00Z"}, "from"),  # from == to (now)
+    ({"from": "2026-03-11", "to": "2026-03-10"}, "from"),
+    ({"from": "2026-02-01"}, "from"),  # 38 days
+    ({"from": "2026-02-01", "to": "2026-03-05"}, "from"),  # 32 days
+    ({"tz": "Mars/Olympus"}, "tz"),
+    ({"tz": "../../etc/passwd"}, "tz"),
+    ({"tz": "Europe"}, "tz"),
+    ({"tz": "x" * 100}, "tz"),
+]
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(("query", "named"), BAD_HISTORY_QUERIES)
+    def test_my_history_refuses_it_with_a_400_naming_the_parameter(self, user_client, query, named):
+        body = assert_json_error(user_client.get(MY_HISTORY, query), 400)
+        assert set(body) == {named}, body
+
+    @pytest.mark.parametrize(("query", "named"), BAD_HISTORY_QUERIES[:4] + BAD_HISTORY_QUERIES[-4:-2])
+    def test_the_admin_path_too(self, staff_client, user, query, named):
+        body = assert_json_error(staff_client.get(history_url(user.pk), query), 400)
+        assert set(body) == {named}, body
+
+    def test_an_empty_parameter_is_as_if_absent(self, user_client):
+        body = assert_json(user_client.get(MY_HISTORY, {"from": "", "to": "", "tz": ""}), 200)
+        assert (body["tz"], body["from"]) == ("UTC", "2026-03-05T00:00:00Z")
+
+    def test_exactly_31_days_is_fine(self, user_client):
+        assert_json(user_client.get(MY_HISTORY, {"from": "2026-02-01", "to": "2026-03-04"}), 200)
+
+
+class TestAdminHistory:
+    def test_staff_read_any_users_history(self, staff_client, user):
+        seed(user)
+        body = assert_json(staff_client.get(history_url(user.pk), {"tz": "Europe/Berlin"}), 200)
+        assert body["from"] == "2026-03-05T00:00:00+01:00"
+        assert len(body["intervals"]) == 3
+
+    @pytest.mark.parametrize("bad_id", ["999999", "abc", "-1", "1.5"])
+    def test_an_unknown_or_malformed_user_id_is_a_404(self, staff_client, bad_id):
+        assert_json_error(staff_client.get(history_url(bad_id)), 404)
+
+    def test_non_staff_get_403_even_for_their_own_id_and_anonymous_401(self, user_client, api_client, user):
+        other = UserFactory()
+        seed(other)
+        assert_json_error(user_client.get(history_url(other.pk)), 403)
+        assert_json_error(user_client.get(history_url(user.pk)), 403)
+        assert_json_error(api_client.get(history_url(other.pk)), 401)
+
+
+class TestPrivacy:
+    def test_a_hidden_users_history_is_theirs_and_staffs_only(self, staff_client):
+        hidden = UserFactory(share_presence=False)
+        seed(hidden)
+        hidden_client = client_for(hidden)
+        assert_json_error(client_for(UserFactory()).get(history_url(hidden.pk)), 403)
+        own = assert_json(hidden_client.get(MY_HISTORY), 200)
+        staff = assert_json(staff_client.get(history_url(hidden.pk)), 200)
+        assert len(own["intervals"]) == len(staff["intervals"]) >= 3
+        assert own["intervals"] == staff["intervals"]
+        assert own["days"][-2]["online_seconds"] == 7200
+
+
+class TestTimeline:
+    @pytest.fixture
+    def counts(self):
+        for minute in range(0, 24 * 60, 10):
+            at = NOW - timedelta(hours=24) + timedelta(minutes=minute)
+            PresenceCount.objects.create(at=at, online=minute % 7, away=1, offline=5)
+
+    def test_defaults_to_the_last_24_hours_at_one_minute_steps(self, staff_client, counts):
+        body = assert_json(staff_client.get(TIMELINE), 200)
+        assert (body["from"], body["to"], body["step_seconds"]) == (
+            "2026-03-10T12:00:00Z",
+            "2026-03-11T12:00:00Z",
+            60,
+        )
+        assert len(body["points"]) == 144  # one count every ten minutes: the empty minutes are left out
+        assert body["points"][0] == {"at": "2026-03-10T12:00:00Z", "online": 0, "away": 1, "offline": 5}
+
+    def test_a_longer_step_averages_its_minutes(self, staff_client, counts):
+        body = assert_json(staff_client.get(TIMELINE, {"step": "1h"}), 200)
+        assert body["step_seconds"] == 3600
+        assert len(body["points"]) == 24
+        # Minutes 0, 10, ..., 50: online 0, 3, 6, 2, 5, 1: 17 / 6 = 2.83.
+        assert body["points"][0] == {"at": "2026-03-10T12:00:00Z", "online": 3, "away": 1, "offline": 5}
+
+    @pytest.mark.parametrize(
+        ("query", "named"),
+        [
+            ({"step": "2m"}, "step"),
+            ({"step": "1M"}, "step"),
+            ({"from": "2026-03-04T11:59:00Z"}, "step"),  # 10,081 minutes
+            ({"from": "2026-02-01", "step": "1d"}, "from"),  # 38 days
+            ({"from": "2026-03-11T12:00:00Z"}, "from"),
+            ({"from": "not a date"}, "from"),
+            ({"to": "2026-03-11T12:00:00"}, "to"),
+        ],
+    )
+    def test_bad_input_is_a_400_naming_the_parameter(self, staff_client, query, named):
+        body = assert_json_error(staff_client.get(TIMELINE, query), 400)
+        assert set(body) == {named}, body
+
+    def test_a_week_at_one_minute_steps_is_the_most(self, staff_client):
+        assert_json(staff_client.get(TIMELINE, {"from": "2026-03-04T12:00:00Z"}), 200)
+        assert_json(staff_client.get(TIMELINE, {"from": "2026-02-09", "to": "2026-03-11", "step": "1d"}), 200)
+
+    def test_non_staff_get_403_and_anonymous_401(self, user_client, api_client):
+        assert_json_error(user_client.get(TIMELINE), 403)
+        assert_json_error(api_client.get(TIMELINE), 401)
+
+
+class TestLastActiveInLists:
+    def test_shown_for_away_users_only_and_never_through_privacy(self, staff_client):
+        away, online, hidden = (
+            UserFactory(username="a-away"),
+            UserFactory(username="b-on"),
+            UserFactory(username="c-hid"),
+        )
+        UserFactory(username="d-off")
+        for person in (away, online, hidden):
+            presence.start_session(user=person, at=NOW - timedelta(minutes=1))
+        presence.set_share_presence(user=hidden, share=False)
+        for person in (away, hidden):
+            presence.set_manual_status(user=person, status="away")
+        active = "2026-03-11T11:59:00Z"
+        viewer = client_for(UserFactory(username="e-viewer"))
+
+        directory = {row["username"]: row for row in assert_json(viewer.get(ALL_USERS), 200)["results"]}
+        admin = {row["username"]: row for row in assert_json(staff_client.get(ADMIN_USERS), 200)["results"]}
+
+        assert {name: directory[name]["last_active"] for name in ("a-away", "b-on", "c-hid", "d-off")} == {
+            "a-away": active,
+            "b-on": None,  # online: active within PRESENCE_AWAY_AFTER by definition
+            "c-hid": None,  # hidden from other users
+            "d-off": None,
+        }
+        assert admin["c-hid"]["last_active"] == active  # staff see the truth
+        assert admin["b-on"]["last_active"] is None
+
+    def test_the_hidden_user_sees_their_own(self):
+        hidden = UserFactory(share_presence=False)
+        presence.start_session(user=hidden, at=NOW - timedelta(minutes=1))
+        presence.set_manual_status(user=hidden, status="away")
+        client = client_for(hidden)
+        rows = {row["id"]: row for row in client.get(ALL_USERS).json()["results"]}
+        assert rows[hidden.pk]["online_status"] == "away"
+        assert rows[hidden.pk]["last_active"] is not None
+
+    def test_heartbeats_of_an_online_user_leave_the_list_unchanged(self, staff, user, settings):
+        settings.PRESENCE_WRITE_GRANULARITY = 0
+        staff_client, user_client = client_for(staff), client_for(user)
+        etag = staff_client.get(ADMIN_USERS)["ETag"]
+        with time_machine.travel(NOW + timedelta(seconds=30), tick=False):
+            user_client.post(HEARTBEAT)
+        with time_machine.travel(NOW + timedelta(seconds=60), tick=False):
+            user_client.patch(ME, {"first_name": user.first_name}, format="json")  # a request: real input
+            assert staff_client.get(ADMIN_USERS, HTTP_IF_NONE_MATCH=etag).status_code == 304
