@@ -43,10 +43,10 @@ def chromium():
 
 
 @contextmanager
-def new_page(browser):
+def new_page(browser, **options):
     """A page that records its errors, its requests to the user list (`api_calls`) and the
-    WebSockets it opens (`sockets`)."""
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    WebSockets it opens (`sockets`). `options` go to the browser context (timezone_id...)."""
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, **options)
     page = context.new_page()
     page.errors = []
     page.api_calls = []

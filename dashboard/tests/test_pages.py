@@ -23,6 +23,6 @@ def test_the_poll_interval_and_the_socket_path_reach_the_page(client, settings):
     assert json.loads(config[1]) == {"pollSeconds": 7, "socketPath": "/ws/presence/"}
 
 
-@pytest.mark.parametrize("name", ["api.js", "login.js", "presence.js", "dashboard.css"])
+@pytest.mark.parametrize("name", ["api.js", "login.js", "presence.js", "history.js", "dashboard.css"])
 def test_static_files_exist(name):
     assert finders.find(f"dashboard/{name}")

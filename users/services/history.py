@@ -76,6 +76,14 @@ def close_for_inactivity(*, user_ids) -> None:
     )
 
 
+def close_timed_out(*, user_id: int, at: datetime) -> None:
+    """A user coming back after their connection timed out, before any sweep noticed: their
+    open interval ended when they were shown offline, so the gap stays in the history."""
+    PresenceInterval.objects.filter(user_id=user_id, ended_at__isnull=True).update(
+        ended_at=Greatest(F("started_at"), Value(at))
+    )
+
+
 def record_clock_transitions(*, now: datetime) -> None:
     """Users shown away by the clock alone (online stored, no input for PRESENCE_AWAY_AFTER)
     whose open interval still says online: it ends, and an away one starts, at the moment the

@@ -402,6 +402,9 @@ def _recompute_user(*, user: User, at: datetime, seen: bool, active: bool) -> No
         fields["last_active"] = max(filter(None, [locked.last_active, at]))
     status = _aggregate_status(user_id=user.pk)
     User.objects.filter(pk=user.pk).update(**fields, online_status=status)
+    if locked.last_seen and locked.last_seen + inactivity_timeout() < at:
+        # Shown offline since their connection timed out, though no sweep ran to say so.
+        history.close_timed_out(user_id=user.pk, at=locked.last_seen + inactivity_timeout())
     for name, value in {**fields, "online_status": status}.items():
         setattr(locked, name, value)
     history.record_shown_statuses(users=[locked], at=at)

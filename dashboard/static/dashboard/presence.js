@@ -87,6 +87,7 @@
     }
     if (feed.results.length && state.ordering !== "username") moved = true; // the order may have changed
     render();
+    announce(feed.results);
     if (moved) await loadPage();
   }
 
@@ -128,6 +129,11 @@
     row.dataset.userId = user.id;
     row.dataset.username = user.username;
     row.dataset.status = user.online_status;
+    // Opens the user's panel (history.js): by click, or Enter or Space once focused.
+    row.tabIndex = 0;
+    row.className = "user-row";
+    row.setAttribute("aria-haspopup", "dialog");
+    row.title = `Show ${user.username}'s sessions and history`;
     const name = element("span", "name", user.username);
     const fullName = `${user.first_name} ${user.last_name}`.trim();
     if (fullName) name.append(element("small", "", fullName));
@@ -139,8 +145,20 @@
     return row;
   }
 
+  // Rows are replaced when they change: keyboard focus stays on the same user's row.
+  function keepingFocus(replace) {
+    const focused = document.activeElement?.closest?.("#users tr")?.dataset.userId;
+    replace();
+    if (focused) $("users").querySelector(`tr[data-user-id="${Number(focused)}"]`)?.focus();
+  }
+
+  // What other scripts on the page (history.js) hear: users whose presence changed.
+  function announce(users) {
+    if (users.length) document.dispatchEvent(new CustomEvent("offchat:presence", { detail: { users } }));
+  }
+
   function render() {
-    $("users").replaceChildren(...state.rows.map(rowFor));
+    keepingFocus(() => $("users").replaceChildren(...state.rows.map(rowFor)));
     $("empty").hidden = state.rows.length > 0;
     const first = (state.page - 1) * PAGE_SIZE + 1;
     $("page-info").textContent = state.count ? `${first}–${first + state.rows.length - 1} of ${state.count}` : "";
@@ -324,12 +342,13 @@
       const index = shown.get(user.id);
       if (samePresence(state.rows[index], user)) continue;
       state.rows[index] = user;
-      $("users").querySelector(`tr[data-user-id="${Number(user.id)}"]`)?.replaceWith(rowFor(user));
+      keepingFocus(() => $("users").querySelector(`tr[data-user-id="${Number(user.id)}"]`)?.replaceWith(rowFor(user)));
       changed = true;
       if (!mayBelong(user)) moved = true; // it left the filtered list
     }
     if (changed && state.ordering !== "username") moved = true; // the order may have changed
     if (frame.users.length || frame.removed.length) countsSoon();
+    announce(frame.users);
     updated();
     if (moved) reload();
   }

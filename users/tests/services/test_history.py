@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -223,3 +224,17 @@ class TestRetention:
         presence.start_session(user=other, at=NOW)
         user.delete()
         assert list(PresenceInterval.objects.values_list("user_id", flat=True)) == [other.pk]
+
+
+@pytest.mark.django_db
+def test_a_timed_out_user_who_comes_back_before_any_sweep_keeps_the_gap():
+    user = UserFactory()
+    with time_machine.travel(NOW, tick=False):
+        first = presence.start_session(user=user)
+    back = NOW + timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT + 300)
+    with time_machine.travel(back, tick=False):
+        session = PresenceSession.objects.select_related("user").get(pk=first.pk)
+        presence.record_activity(user=session.user, session=session, active=True, at=back)
+    rows = list(PresenceInterval.objects.filter(user=user).order_by("started_at").values_list("started_at", "ended_at"))
+    timed_out = NOW + timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT)
+    assert rows == [(NOW, timed_out), (back, None)]
