@@ -212,13 +212,14 @@ def test_no_writable_field_makes_a_user_staff_or_changes_what_is_not_theirs_to_c
     client = client_for(user)
     before = _snapshot(user), User.objects.get(pk=user.pk).email, User.objects.get(pk=user.pk).password
 
-    response = client.patch(ME, {"first_name": "Ann", field: value}, format="json")
+    # A name Faker never gives, so that finding it stored can only mean a half-applied PATCH.
+    response = client.patch(ME, {"first_name": "Ann-Refused-42", field: value}, format="json")
 
     assert response.status_code == 400, response.content
     assert field in response.json()
     stored = User.objects.get(pk=user.pk)
     assert (_snapshot(user), stored.email, stored.password) == before
-    assert stored.first_name != "Ann"  # refused whole, not half-applied
+    assert stored.first_name != "Ann-Refused-42"  # refused whole, not half-applied
     assert stored.check_password(PASSWORD)
 
 

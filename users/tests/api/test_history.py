@@ -113,6 +113,9 @@ class TestMyHistory:
 
     def test_a_login_then_an_away_report_through_the_api_shows_in_the_history(self, user):
         client = client_for(user)  # a login: online from now
+        for minute in (2, 4):  # connected all along: a silence past the timeout would be a gap
+            with time_machine.travel(NOW + timedelta(minutes=minute), tick=False):
+                client.post(HEARTBEAT, {"status": "online"}, format="json")
         with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
             client.post(HEARTBEAT, {"status": "away"}, format="json")
         with time_machine.travel(NOW + timedelta(minutes=6), tick=False):
