@@ -463,13 +463,15 @@ def sweep(*, total, online, stale, trials):
 
 def history_timeline(*, users, days=7, trials=21):
     """Row 8, in process: a 7-day timeline at one-minute steps (the admin chart's longest
-    read), over a week of `users` users' history seeded with COPY (an online and an away
+    read: the query, the points and the JSON body the endpoint answers), over a week of `users` users' history seeded with COPY (an online and an away
     interval a day each) and a count for every minute of the week. Baseline, same run: the
     same read before any interval exists. Also one user's week (per-day totals)."""
     from zoneinfo import ZoneInfo
 
     from django.utils import timezone
+    from rest_framework.renderers import JSONRenderer
 
+    from users.api.serializers.history import timeline_points
     from users.models import User
     from users.selectors import history
 
@@ -485,12 +487,14 @@ def history_timeline(*, users, days=7, trials=21):
     execute("VACUUM ANALYZE presence_counts")
 
     def read(trials):
+        """What the endpoint does: the query, the points, and the JSON body."""
         timings = []
         for _ in range(trials):
             started = time.perf_counter()
             points = history.timeline(start=start, end=now, step=timedelta(minutes=1))
+            body = JSONRenderer().render({"points": timeline_points(points)})
             timings.append((time.perf_counter() - started) * 1000)
-        assert len(points) == minutes, len(points)
+        assert len(points) == minutes and body, len(points)
         return timings
 
     baseline = read(trials)

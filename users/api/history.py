@@ -71,5 +71,5 @@ class PresenceTimelineView(PresenceClockMixin, generics.GenericAPIView):
         query.is_valid(raise_exception=True)
         start, end, step = (query.validated_data[name] for name in ("start", "end", "step"))
         points = history_selectors.timeline(start=start, end=end, step=step)
-        answer = {"start": start, "end": end, "step_seconds": int(step.total_seconds()), "points": points}
-        return Response(self.get_serializer(answer).data)
+        answer = self.get_serializer({"start": start, "end": end, "step_seconds": int(step.total_seconds())}).data
+        return Response({**answer, "points": serializers.timeline_points(points)})

@@ -295,3 +295,14 @@ class TestLastActiveInLists:
         with time_machine.travel(NOW + timedelta(seconds=60), tick=False):
             user_client.patch(ME, {"first_name": user.first_name}, format="json")  # a request: real input
             assert staff_client.get(ADMIN_USERS, HTTP_IF_NONE_MATCH=etag).status_code == 304
+
+
+def test_the_timeline_points_built_by_hand_are_what_their_serializer_says():
+    from users.api.serializers.history import PointSerializer, timeline_points
+    from users.selectors.history import Point
+
+    points = [
+        Point(NOW + timedelta(minutes=minute, microseconds=minute * 1001), 10 + minute, minute, 100 - minute)
+        for minute in range(5)
+    ]
+    assert timeline_points(points) == PointSerializer(points, many=True).data
