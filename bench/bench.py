@@ -463,9 +463,10 @@ def sweep(*, total, online, stale, trials):
 
 def history_timeline(*, users, days=7, trials=21):
     """Row 8, in process: a 7-day timeline at one-minute steps (the admin chart's longest
-    read: the query, the points and the JSON body the endpoint answers), over a week of `users` users' history seeded with COPY (an online and an away
-    interval a day each) and a count for every minute of the week. Baseline, same run: the
-    same read before any interval exists. Also one user's week (per-day totals)."""
+    read: the query, the points and the JSON body the endpoint answers), over a week of
+    `users` users' history seeded with COPY (an online and an away interval a day each) and
+    a count for every minute of the week. Baseline, same run: the same read before any
+    interval exists. Also one user's week (per-day totals)."""
     from zoneinfo import ZoneInfo
 
     from django.utils import timezone
