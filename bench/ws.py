@@ -1,33 +1,34 @@
-"""The presence WebSocket (/ws/presence/) under daphne and under uvicorn, measured side by side:
-the same app (offchat_backend.asgi:application), settings, database and load, one server after
-the other. Writes bench/WS_REPORT.md (or into --output DIR); the raw figures (ws_results.json) and
-the servers' logs go to a temporary folder the run names.
+"""Live presence over the WebSocket (/ws/presence/) against today's HTTP presence (heartbeats and
+polls), every figure next to its HTTP baseline measured in the same run, on the same processes:
+gunicorn (3 sync workers) for REST, one daphne process for the sockets, and a real
+`celery -A offchat_backend worker --beat` sweeping. Writes bench/WS_REPORT.md (or into --output DIR)
+above its hand-written part, which a rerun keeps; the raw figures (ws_vs_http.json) and the
+processes' logs go to a temporary folder the run names.
 
-    .venv/bin/python bench/ws.py --quick   # 200 sockets, well under a minute
-    .venv/bin/python bench/ws.py           # 5,000 sockets (--sockets N to change)
+    .venv/bin/python bench/ws.py --quick   # about a minute; shortened settings, not comparable
+    .venv/bin/python bench/ws.py           # production's settings; about 12 minutes
 
-Per server, with N sockets open, each authenticated as a distinct user (sessions made with
-users.services.auth.log_in, tokens minted once and reused: a session a closed socket ended is
-revived by the next socket on it):
+1. Time to offline after a client disappears: socket clients close their socket, HTTP clients
+   (a heartbeat every PRESENCE_HEARTBEAT_INTERVAL through gunicorn, as the frontend) stop, at
+   staggered times over the heartbeat phase; one staff poller reads GET /api/users/all-users/
+   every 0.5 s (the status shown) and the database is polled for the stored status.
+2. Push latency: churn users log in and out through REST on gunicorn; from the REST answer to
+   the frame on a staff socket (daphne), and to the first answer of staff pollers that follow
+   the change feed (?since=<cursor>) every DASHBOARD_POLL_INTERVAL at random phases.
+   Parts 1 and 2 run at the same time.
+3. Clients held: sockets opened on one daphne process (50 at once, until all 5,000 are open or
+   5 minutes pass), then held 90 s pinging every 30 s (ping p99, connects/s, RSS per socket);
+   then bench/load.py (bench/bench.py's capacity clients) against the same gunicorn for the same
+   90 s per level, half as many clients then as many, until a level misses p99 < 100 ms.
+   The load generator's CPU share is reported for both.
 
-a. ping -> pong round trip, every socket pinging once per PING_PERIOD (30 s in the full run, a
-   client's rate; 10 s in --quick, three times that), phases spread at random, for the whole run;
-b. change -> delivery: users log in and out through REST (POST /api/auth/login/, /logout/)
-   while a staff socket listens; from the REST answer (the change is committed by then) to its
-   `user_status_change` frame, on the staff socket and on every socket subscribed to the user
-   (each ordinary socket follows 5 of the churning users);
-c. server RSS per open socket, from /proc/<pid>/status before and after opening them;
-d. close -> offline: a sample of sockets closes and the script polls the database until each
-   user's stored status is offline (PRESENCE_DISCONNECT_GRACE, default 10 s, then the next tick).
-
-Baselines in the same run: the other server, and the HTTP equivalents (a poll of the dashboard,
-the sweep after heartbeats stop), computed from the settings (a Monte Carlo over the clients'
-phases, stated as such). Plus authenticated HTTP throughput (GET /api/users/me/) under gunicorn
-(3 sync workers, as Compose runs it), daphne and uvicorn, which decides whether HTTP stays on
-gunicorn. The load generator shares the machine: its CPU share is reported.
+`--servers daphne,uvicorn` runs instead the comparison of ASGI servers that chose daphne (ping,
+push, RSS, close -> offline and HTTP throughput under each, one after the other); its table goes
+to the run's temporary folder (WS_SERVERS.md), and the reading of it is kept in WS_REPORT.md.
 
 Needs PostgreSQL (BENCH_WS_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/offchat_bench_ws,
-created and migrated when missing, emptied at each run) and Redis (BENCH_WS_REDIS_URL, default db 6). Loopback only.
+created and migrated when missing, emptied at each run) and Redis (BENCH_WS_REDIS_URL, default db 6,
+flushed; the worker's broker). Loopback only.
 """
 
 import argparse
@@ -153,6 +154,12 @@ def make_users(scale):
     minted = time.monotonic() - started
     churn = list(User.objects.filter(username__startswith="churn").order_by("pk").values_list("pk", "username"))
     return {"tokens": tokens, "staff_token": auth.log_in(user=staff).access, "churn": churn, "mint_seconds": minted}
+
+
+def live_sessions(prefix):
+    from users.models import PresenceSession
+
+    return PresenceSession.objects.filter(user__username__startswith=prefix, ended_at__isnull=True).count()
 
 
 def stored_offline(user_ids):
@@ -542,6 +549,839 @@ def measure_gunicorn(scale, users, log_dir):
         server.stop()
 
 
+# --- WebSocket vs HTTP, measured side by side in one run --------------------------------------------
+# Presence settings of each mode, given to every process (gunicorn, daphne, the Celery worker with
+# beat) and to this one. The full run keeps production's defaults; --quick shortens them (its
+# figures show that the parts work, they are not comparable with production).
+VS_SETTINGS = {
+    "full": {
+        "PRESENCE_INACTIVITY_TIMEOUT": "120",
+        "PRESENCE_HEARTBEAT_INTERVAL": "30",
+        "PRESENCE_SWEEP_INTERVAL": "60",
+        "PRESENCE_DISCONNECT_GRACE": "10",
+        "PRESENCE_PUSH_INTERVAL": "1.0",
+        "DASHBOARD_POLL_INTERVAL": "10",
+    },
+    "quick": {
+        "PRESENCE_INACTIVITY_TIMEOUT": "6",
+        "PRESENCE_HEARTBEAT_INTERVAL": "2",
+        "PRESENCE_WRITE_GRANULARITY": "1",
+        "PRESENCE_SWEEP_INTERVAL": "3",
+        "PRESENCE_DISCONNECT_GRACE": "1",
+        "PRESENCE_PUSH_INTERVAL": "1.0",
+        "DASHBOARD_POLL_INTERVAL": "2",
+    },
+}
+VS_FULL = {
+    "offline_clients": 100,  # per transport
+    "stop_after": 35.0,  # each client disappears this long after the start plus U(0, heartbeat)
+    "offline_deadline": 200.0,  # seconds after the last disappearance to wait for offline
+    "list_poll": 0.5,  # the staff list poller's period
+    "churners": 8,
+    "churn_users": 40,
+    "churn_hold": (12.0, 18.0),  # a churn user stays logged in (and then out) longer than a poll
+    "churn_gap": (1.0, 3.0),
+    "churn_seconds": 180.0,
+    "feed_pollers": 6,
+    "capacity_sockets": 5000,
+    "ramp_limit": 300.0,
+    "hold_seconds": 90.0,
+    "capacity_ping_period": 30.0,
+    "http_levels": (0.5, 1.0),  # HTTP clients held: these shares of the sockets held
+}
+VS_QUICK = {
+    "offline_clients": 20,
+    "stop_after": 3.0,
+    "offline_deadline": 17.0,
+    "list_poll": 0.5,
+    "churners": 3,
+    "churn_users": 12,
+    "churn_hold": (2.5, 4.0),
+    "churn_gap": (0.5, 1.0),
+    "churn_seconds": 14.0,
+    "feed_pollers": 3,
+    "capacity_sockets": 200,
+    "ramp_limit": 30.0,
+    "hold_seconds": 10.0,
+    "capacity_ping_period": 5.0,
+    "http_levels": (1.0,),
+}
+HELD_P99 = 0.100  # bench/bench.py's capacity criterion: p99 under 100 ms, no errors
+
+
+def sleep_until(moment):
+    return asyncio.sleep(max(0.0, moment - time.monotonic()))
+
+
+def http_json(port, method, path, token=None, body=None, timeout=30):
+    """(status, parsed body, monotonic time the answer was read); status 0 on a failure."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        response = connection.getresponse()
+        content = response.read()
+        return response.status, json.loads(content or b"null"), time.monotonic()
+    except (OSError, ValueError):
+        return 0, None, time.monotonic()
+    finally:
+        connection.close()
+
+
+def log_in_users(prefix, count, *, staff=False, password="!"):
+    """`count` users made and logged in with auth.log_in (the login's own path): [(id, access)]."""
+    from users.models import User
+    from users.services import auth
+
+    User.objects.bulk_create(
+        [User(username=f"{prefix}{i:04d}", password=password, is_staff=staff) for i in range(count)]
+    )
+    users = User.objects.filter(username__startswith=prefix).order_by("pk")
+    return [(user.pk, auth.log_in(user=user).access) for user in users]
+
+
+def bulk_sessions(prefix, count):
+    """Many users with a live session each and an access token carrying it, written in bulk (as
+    bench/bench.py mints its capacity tokens): [(id, access)]."""
+    from django.utils import timezone
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from users.models import PresenceSession, User
+    from users.selectors.sessions import SESSION_CLAIM
+
+    User.objects.bulk_create([User(username=f"{prefix}{i:05d}", password="!") for i in range(count)], batch_size=2000)
+    users = list(User.objects.filter(username__startswith=prefix).order_by("pk"))
+    now = timezone.now()
+    sessions = PresenceSession.objects.bulk_create(
+        [
+            PresenceSession(user=user, user_agent="bench", created_at=now, last_seen=now, last_active=now)
+            for user in users
+        ],
+        batch_size=2000,
+    )
+    # Online already, as bench/bench.py's minted clients are: the run measures holding clients, not
+    # a storm of first logins (each of which takes a change-feed id, one at a time).
+    User.objects.filter(pk__in=[user.pk for user in users]).update(
+        online_status="online", last_seen=now, last_active=now
+    )
+    tokens = []
+    for user, session in zip(users, sessions, strict=True):
+        token = AccessToken.for_user(user)
+        token[SESSION_CLAIM] = str(session.pk)
+        tokens.append((user.pk, str(token)))
+    return tokens
+
+
+class Worker:
+    """`celery -A offchat_backend worker --beat -l info`, as production runs it, on the run's
+    broker (Redis) and database; its own process group, stopped whole."""
+
+    def __init__(self, log_dir):
+        self.log = open(log_dir / "ws-bench-celery.log", "wb")
+        command = [str(VENV_BIN / "celery"), "-A", "offchat_backend", "worker", "--beat", "-l", "info"]
+        self.process = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ}, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"celery exited; see {self.log.name}"
+            if self.sweeps():
+                return  # beat's first sweep ran: the schedule is live
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"celery did not sweep within 90 s; see {self.log.name}")
+
+    def sweeps(self):
+        text = Path(self.log.name).read_text(errors="replace")
+        return sum("check_and_mark_offline_users[" in line and " succeeded in " in line for line in text.splitlines())
+
+    def stop(self):
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+async def open_presence_socket(port, token):
+    from websockets.asyncio.client import connect
+
+    socket = await connect(f"ws://127.0.0.1:{port}/ws/presence/?token={token}", ping_interval=None, open_timeout=60)
+    hello = json.loads(await socket.recv())
+    assert hello["type"] == "hello", hello
+    return socket
+
+
+async def offline_and_push(vs, users, gunicorn, daphne):
+    """Parts 1 and 2 at once, on the same servers: clients of both transports disappear at
+    staggered times while churn users log in and out through REST."""
+    from urllib.parse import quote
+
+    from django.conf import settings
+
+    heartbeat = settings.PRESENCE_HEARTBEAT_INTERVAL
+    rng = random.Random(3)
+
+    async def full_list(token):
+        """The dashboard's first load: the whole list and its cursor (before any change is made)."""
+        status, body, _ = await asyncio.to_thread(http_json, gunicorn.port, "GET", "/api/users/all-users/", token)
+        assert status == 200, (status, body)
+        return body["cursor"], {int(row["id"]): row["online_status"] for row in body["results"]}
+
+    loaded = await asyncio.gather(*(full_list(token) for token in users["staff_feed"]))
+    start = time.monotonic()
+    gone_at, shown_off, stored_off, early_off = {}, {}, {}, set()
+    connected = {}  # watched client -> when its first heartbeat or its socket was answered: online from then
+    errors = {
+        **dict.fromkeys(("heartbeat", "ws_open", "ws_closed_early", "list_poll", "feed_poll", "churn"), 0),
+        "staff_socket_closed": 0,
+    }
+    watched = {("http", uid) for uid, _ in users["http_off"]} | {("ws", uid) for uid, _ in users["ws_off"]}
+    kind_of = dict((uid, kind) for kind, uid in watched)
+    pongs = []
+
+    async def http_client(uid, token, stop):
+        due = start + rng.uniform(0, heartbeat)
+        while due < stop:
+            await sleep_until(due)
+            status, _, _ = await asyncio.to_thread(
+                http_json, gunicorn.port, "POST", "/api/users/heartbeat/", token, {"status": "online"}
+            )
+            if status == 200:
+                connected.setdefault(uid, time.monotonic())
+            else:
+                errors["heartbeat"] += 1
+            due += heartbeat
+        await sleep_until(stop)
+        gone_at[uid] = time.monotonic()  # no heartbeat from now on: the tab is gone
+
+    async def ws_client(uid, token, stop):
+        try:
+            socket = await open_presence_socket(daphne.port, token)
+        except Exception:  # noqa: BLE001
+            errors["ws_open"] += 1
+            return
+        connected.setdefault(uid, time.monotonic())
+        pending = {}
+
+        async def read():
+            try:
+                async for raw in socket:
+                    if json.loads(raw).get("type") == "pong" and "ping" in pending:
+                        pongs.append(time.monotonic() - pending.pop("ping"))
+            except Exception:  # noqa: BLE001
+                pass
+            if uid not in gone_at:
+                errors["ws_closed_early"] += 1
+
+        reader = asyncio.create_task(read())
+        due = time.monotonic() + rng.uniform(0, heartbeat)  # clients ping every ping_interval
+        while due < stop:
+            await sleep_until(due)
+            pending["ping"] = time.monotonic()
+            await socket.send('{"type":"ping"}')
+            due += heartbeat
+        await sleep_until(stop)
+        gone_at[uid] = time.monotonic()
+        await socket.close()
+        await reader
+
+    def stops():
+        return {
+            uid: start + vs["stop_after"] + rng.uniform(0, heartbeat) for uid, _ in users["http_off"] + users["ws_off"]
+        }
+
+    stop_at = stops()
+    last_stop = max(stop_at.values())
+    offline_deadline = last_stop + vs["offline_deadline"]
+
+    def all_off():
+        return len(shown_off) == len(watched) and len(stored_off) == len(watched)
+
+    async def list_poller():
+        """One staff poller: GET /api/users/all-users/ every list_poll s, the status it shows."""
+        token = users["staff_list"]
+        while not all_off() and time.monotonic() < offline_deadline:
+            sent = time.monotonic()
+            status, body, answered = await asyncio.to_thread(
+                http_json, gunicorn.port, "GET", "/api/users/all-users/", token
+            )
+            if status != 200:
+                errors["list_poll"] += 1
+            else:
+                for row in body["results"]:
+                    uid = int(row["id"])
+                    if uid not in kind_of or row["online_status"] != "offline":
+                        continue
+                    if uid in gone_at:
+                        shown_off.setdefault(uid, answered)
+                    elif uid in connected and connected[uid] < sent:
+                        early_off.add((kind_of[uid], uid))  # shown offline while still connected: a flap
+            await sleep_until(sent + vs["list_poll"])
+
+    async def db_poller():
+        while not all_off() and time.monotonic() < offline_deadline:
+            sent = time.monotonic()
+            waiting = [uid for uid in gone_at if uid not in stored_off]
+            if waiting:
+                found = await asyncio.to_thread(stored_offline, waiting)
+                now = time.monotonic()
+                for uid in found:
+                    stored_off[uid] = now
+            await sleep_until(sent + 0.25)
+
+    # Part 2: churn through REST, a staff socket on daphne, staff pollers of the change feed.
+    churn_events, socket_seen, feed_seen = {}, [], []
+    churn_free = list(users["churn"])
+    rng.shuffle(churn_free)
+    churn_deadline = start + vs["churn_seconds"]
+
+    async def churner():
+        while time.monotonic() < churn_deadline and churn_free:
+            uid, username = churn_free.pop()
+            status, login, answered = await asyncio.to_thread(
+                http_json,
+                gunicorn.port,
+                "POST",
+                "/api/auth/login/",
+                None,
+                {"username": username, "password": CHURN_PASSWORD},
+            )
+            if status != 200:
+                errors["churn"] += 1
+                continue
+            churn_events[(uid, "online", len(churn_events))] = answered
+            await asyncio.sleep(rng.uniform(*vs["churn_hold"]))
+            status, _, answered = await asyncio.to_thread(
+                http_json, gunicorn.port, "POST", "/api/auth/logout/", login["access"], {"refresh": login["refresh"]}
+            )
+            if status != 200:
+                errors["churn"] += 1
+            else:
+                churn_events[(uid, "offline", len(churn_events))] = answered
+            await asyncio.sleep(rng.uniform(*vs["churn_gap"]))
+            churn_free.insert(0, (uid, username))
+
+    staff_socket = await open_presence_socket(daphne.port, users["staff_ws"])
+
+    staff_done = asyncio.Event()
+
+    async def staff_reader():
+        try:
+            async for raw in staff_socket:
+                frame = json.loads(raw)
+                if frame.get("type") == "user_status_change":
+                    socket_seen.append((int(frame["user_id"]), frame["online_status"], time.monotonic()))
+        except Exception:  # noqa: BLE001
+            pass
+        if not staff_done.is_set():
+            errors["staff_socket_closed"] += 1
+
+    async def staff_pinger():
+        """The staff client pings every ping_interval, as every client must (or is closed idle)."""
+        while not staff_done.is_set():
+            try:
+                await asyncio.wait_for(staff_done.wait(), timeout=heartbeat)
+            except TimeoutError:
+                await staff_socket.send('{"type":"ping"}')
+
+    poll_interval = settings.DASHBOARD_POLL_INTERVAL
+    feed_until = churn_deadline + max(vs["churn_hold"]) + max(vs["churn_gap"]) + poll_interval + 2
+
+    async def feed_poller(index, token):
+        """The dashboard: the full list once (above), then ?since=<cursor> every DASHBOARD_POLL_INTERVAL."""
+        cursor, known = loaded[index]
+        due = start + rng.uniform(0, poll_interval)  # a random phase per poller
+        while due < feed_until:
+            await sleep_until(due)
+            status, body, answered = await asyncio.to_thread(
+                http_json, gunicorn.port, "GET", f"/api/users/all-users/?since={quote(cursor)}", token
+            )
+            if status != 200:
+                errors["feed_poll"] += 1
+            else:
+                cursor = body["cursor"]
+                for row in body["results"]:
+                    uid = int(row["id"])
+                    if known.get(uid) != row["online_status"]:
+                        known[uid] = row["online_status"]
+                        feed_seen.append((index, uid, row["online_status"], answered))
+            due += poll_interval
+
+    cpu_gen = cpu_self()
+    cpu_servers = gunicorn.cpu_seconds() + daphne.cpu_seconds()
+    reader = asyncio.create_task(staff_reader())
+    pinger = asyncio.create_task(staff_pinger())
+    tasks = [
+        *(http_client(uid, token, stop_at[uid]) for uid, token in users["http_off"]),
+        *(ws_client(uid, token, stop_at[uid]) for uid, token in users["ws_off"]),
+        list_poller(),
+        db_poller(),
+        *(churner() for _ in range(vs["churners"])),
+        *(feed_poller(i, token) for i, token in enumerate(users["staff_feed"])),
+    ]
+    await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - start
+    staff_done.set()
+    await pinger
+    await staff_socket.close()
+    await reader
+
+    def offline(kind, seen):
+        uids = [uid for k, uid in watched if k == kind]
+        return {
+            **percentiles([seen[uid] - gone_at[uid] for uid in uids if uid in seen]),
+            "missing": sum(uid not in seen for uid in uids),
+        }
+
+    # Latency: from the REST answer of a change to the first delivery of that user in that status
+    # after it (a churn user comes round again only after the whole pool, ~a minute later).
+    def first_after(seen, uid, status, answered):
+        times = [t for u, s, t in seen if u == uid and s == status and t >= answered - 1.0]
+        return min(times) - answered if times else None
+
+    socket_latency, feed_latency, socket_missing, feed_missing = [], [], 0, 0
+    for (uid, status, _), answered in churn_events.items():
+        latency = first_after(socket_seen, uid, status, answered)
+        socket_missing += latency is None
+        socket_latency += [] if latency is None else [latency]
+        for index in range(len(users["staff_feed"])):
+            latency = first_after([(u, s, t) for i, u, s, t in feed_seen if i == index], uid, status, answered)
+            feed_missing += latency is None
+            feed_latency += [] if latency is None else [latency]
+    return {
+        "offline": {
+            "ws_shown": offline("ws", shown_off),
+            "ws_stored": offline("ws", stored_off),
+            "http_shown": offline("http", shown_off),
+            "http_stored": offline("http", stored_off),
+            "shown_offline_while_connected": len(early_off),
+            "shown_offline_while_connected_by_kind": {
+                kind: sum(k == kind for k, _ in early_off) for kind in ("ws", "http")
+            },
+        },
+        "raw": {
+            "churn_events": [[uid, status, answered - start] for (uid, status, _), answered in churn_events.items()],
+            "socket_seen": [[uid, status, t - start] for uid, status, t in socket_seen],
+            "feed_seen": [[i, uid, status, t - start] for i, uid, status, t in feed_seen],
+            "gone": {uid: t - start for uid, t in gone_at.items()},
+            "shown_off": {uid: t - start for uid, t in shown_off.items()},
+            "stored_off": {uid: t - start for uid, t in stored_off.items()},
+            "kind": kind_of,
+        },
+        "push": {
+            "changes": len(churn_events),
+            "socket": {**percentiles(socket_latency), "missing": socket_missing},
+            "feed": {**percentiles(feed_latency), "missing": feed_missing, "pollers": len(users["staff_feed"])},
+        },
+        "pong_p99_ms": percentile(pongs, 99) * 1000 if pongs else None,
+        "errors": errors,
+        "seconds": elapsed,
+        "generator_cpu_share": (cpu_self() - cpu_gen) / elapsed / os.cpu_count(),
+        "servers_cpu_share": (gunicorn.cpu_seconds() + daphne.cpu_seconds() - cpu_servers) / elapsed / os.cpu_count(),
+    }
+
+
+async def hold_sockets(vs, tokens, daphne):
+    """Part 3, WebSocket: open sockets OPEN_CONCURRENCY at a time until all are open or ramp_limit
+    has passed, each pinging every capacity_ping_period from its opening; then hold them all for
+    hold_seconds. Ping round trips of the hold are the figure at that level."""
+    rng = random.Random(4)
+    period = vs["capacity_ping_period"]
+    pending = list(tokens)
+    sockets, opened_at, errors = [], [], {"open": 0, "closed_early": 0}
+    pongs = []  # (when answered, round trip)
+    closing = asyncio.Event()
+
+    async def run(socket):
+        sent = {}
+
+        async def read():
+            try:
+                async for raw in socket:
+                    if json.loads(raw).get("type") == "pong" and "ping" in sent:
+                        now = time.monotonic()
+                        pongs.append((now, now - sent.pop("ping")))
+            except Exception:  # noqa: BLE001
+                pass
+            if not closing.is_set():
+                errors["closed_early"] += 1
+
+        reader = asyncio.create_task(read())
+        due = time.monotonic() + rng.uniform(0, period)
+        while not closing.is_set():
+            try:
+                await asyncio.wait_for(closing.wait(), timeout=max(0.0, due - time.monotonic()))
+                break
+            except TimeoutError:
+                pass
+            if "ping" not in sent:
+                sent["ping"] = time.monotonic()
+                try:
+                    await socket.send('{"type":"ping"}')
+                except Exception:  # noqa: BLE001
+                    break
+            due += period
+        return reader
+
+    runners = []
+    rss_before = daphne.rss_bytes()
+    cpu_gen, cpu_server = cpu_self(), daphne.cpu_seconds()
+    began = time.monotonic()
+    ramp_deadline = began + vs["ramp_limit"]
+
+    async def opener():
+        while pending and time.monotonic() < ramp_deadline:
+            _, token = pending.pop()
+            try:
+                socket = await asyncio.wait_for(open_presence_socket(daphne.port, token), timeout=60)
+            except Exception:  # noqa: BLE001
+                errors["open"] += 1
+                continue
+            sockets.append(socket)
+            opened_at.append(time.monotonic())
+            runners.append(asyncio.create_task(run(socket)))
+
+    await asyncio.gather(*(opener() for _ in range(OPEN_CONCURRENCY)))
+    ramp_seconds = (opened_at[-1] if opened_at else time.monotonic()) - began
+    ramp_cpu_gen, ramp_cpu_server, ramp_wall = (
+        cpu_self() - cpu_gen,
+        daphne.cpu_seconds() - cpu_server,
+        time.monotonic() - began,
+    )
+    await asyncio.sleep(2.0)
+    rss_after = daphne.rss_bytes()
+    hold_start = time.monotonic()
+    cpu_gen, cpu_server = cpu_self(), daphne.cpu_seconds()
+    await asyncio.sleep(vs["hold_seconds"])
+    hold_end = time.monotonic()
+    hold_cpu_gen, hold_cpu_server = cpu_self() - cpu_gen, daphne.cpu_seconds() - cpu_server
+    still_open = len(sockets) - errors["closed_early"]
+    hold_pongs = [rtt for at, rtt in pongs if hold_start <= at <= hold_end]
+    closing.set()
+    readers = await asyncio.gather(*runners, return_exceptions=True)
+    gate = asyncio.Semaphore(200)
+
+    async def close(socket):
+        async with gate:
+            await asyncio.wait_for(socket.close(), timeout=30)
+
+    await asyncio.gather(*(close(s) for s in sockets), return_exceptions=True)
+    await asyncio.wait_for(
+        asyncio.gather(*(r for r in readers if isinstance(r, asyncio.Task)), return_exceptions=True), timeout=60
+    )
+    cores = os.cpu_count()
+    return {
+        "tried": len(tokens),
+        "opened": len(sockets),
+        "held": still_open,
+        "ramp_seconds": ramp_seconds,
+        "connects_per_second": len(sockets) / ramp_seconds if ramp_seconds else float("nan"),
+        "ramp_limit": vs["ramp_limit"],
+        "hold_seconds": vs["hold_seconds"],
+        "ping_period": period,
+        "hold_pong": percentiles(hold_pongs),
+        # Pongs over 100 ms in the hold: (seconds into the hold, round trip), to see whether they bunch.
+        "hold_slow_pongs": [[at - hold_start, rtt] for at, rtt in pongs if hold_start <= at <= hold_end and rtt > 0.1][
+            :3000
+        ],
+        "ramp_pong": percentiles([rtt for at, rtt in pongs if at < hold_start]),
+        "rss_before_mb": rss_before / 2**20,
+        "rss_after_mb": rss_after / 2**20,
+        "rss_per_socket_kb": (rss_after - rss_before) / max(1, len(sockets)) / 1024,
+        "ramp_generator_cpu_share": ramp_cpu_gen / ramp_wall / cores,
+        "ramp_server_cpu_share": ramp_cpu_server / ramp_wall / cores,
+        "hold_generator_cpu_share": hold_cpu_gen / (hold_end - hold_start) / cores,
+        "hold_server_cpu_share": hold_cpu_server / (hold_end - hold_start) / cores,
+        "errors": errors,
+    }
+
+
+def hold_http_clients(vs, tokens, gunicorn, levels, work):
+    """Part 3, HTTP: bench/load.py (bench/bench.py's capacity clients: a heartbeat every 30 s and a
+    read a minute each, random phases, a shared pool of 64 connections, latency from when each
+    request was due) against the run's gunicorn, for hold_seconds per level, from the smallest up
+    until a level fails bench.py's criterion (p99 < 100 ms, no errors)."""
+    path = work / "capacity-tokens.txt"
+    path.write_text("".join(f"{token}\n" for _, token in tokens))
+    url = f"http://127.0.0.1:{gunicorn.port}"
+
+    def run(clients, seconds):
+        command = [
+            str(VENV_BIN / "python"), str(REPO / "bench" / "load.py"), "--url", url, "--tokens", str(path),
+            "--clients", str(clients), "--duration", str(seconds),
+        ]  # fmt: skip
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_server, rss_before = gunicorn.cpu_seconds(), gunicorn.rss_bytes()
+        began = time.monotonic()
+        output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 300).stdout
+        wall = time.monotonic() - began
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = json.loads(output.strip().splitlines()[-1])
+        cores = os.cpu_count()
+        result["generator_cpu_share"] = (
+            (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / wall / cores
+        )
+        result["server_cpu_share"] = (gunicorn.cpu_seconds() - cpu_server) / wall / cores
+        result["server_rss_mb"] = gunicorn.rss_bytes() / 2**20
+        result["server_rss_before_mb"] = rss_before / 2**20
+        result["passed"] = result["errors"] == 0 and result["p99_ms"] is not None and result["p99_ms"] < HELD_P99 * 1000
+        return result
+
+    run(min(100, levels[0]), 3)  # warm up every worker and the connection pool, as bench.py does
+    runs = []
+    for clients in levels:
+        runs.append(run(clients, vs["hold_seconds"]))
+        print(f"HTTP clients {clients}: {json.dumps(runs[-1])}", flush=True)
+        if not runs[-1]["passed"]:
+            break
+    clients = levels[0]
+    for _ in range(2):  # the smallest level not held: step down by halves, at most twice
+        if any(run["passed"] for run in runs):
+            break
+        clients = max(1, clients // 2)
+        runs.append(run(clients, vs["hold_seconds"]))
+        print(f"HTTP clients {clients}: {json.dumps(runs[-1])}", flush=True)
+    path.unlink()
+    held = max((r["clients"] for r in runs if r["passed"]), default=0)
+    runs.sort(key=lambda r: r["clients"])
+    return {"runs": runs, "held": held}
+
+
+def measure_vs_http(vs, work):
+    """Parts 1-3 in one run: gunicorn (3 sync workers), one daphne process and a Celery worker
+    with beat, on one database, one after the other in that order of parts."""
+    from django.conf import settings
+
+    started = time.monotonic()
+    fresh_database()
+    from django.contrib.auth.hashers import make_password
+
+    from users.models import User
+
+    users = {
+        "http_off": log_in_users("httpoff", vs["offline_clients"]),
+        "ws_off": log_in_users("wsoff", vs["offline_clients"]),
+        "staff_list": log_in_users("stafflist", 1, staff=True)[0][1],
+        "staff_ws": log_in_users("staffws", 1, staff=True)[0][1],
+        "staff_feed": [token for _, token in log_in_users("stafffeed", vs["feed_pollers"], staff=True)],
+    }
+    password = make_password(CHURN_PASSWORD)  # one hash for all: setup in a second, logins as real
+    User.objects.bulk_create([User(username=f"churn{i:03d}", password=password) for i in range(vs["churn_users"])])
+    users["churn"] = list(User.objects.filter(username__startswith="churn").values_list("pk", "username"))
+    from django.db import connection
+
+    connection.close()
+    print(f"users ready in {time.monotonic() - started:.1f} s", flush=True)
+    result = {
+        "settings": {name: getattr(settings, name) for name in VS_SETTINGS["full"]},
+        "scale": {k: list(v) if isinstance(v, tuple) else v for k, v in vs.items()},
+        "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_at_start": os.getloadavg(),
+    }
+    worker = gunicorn = daphne = None
+    try:
+        gunicorn = Server("gunicorn", work)
+        daphne = Server("daphne", work)
+        worker = Worker(work)
+        print("gunicorn, daphne and celery worker --beat up; parts 1 and 2", flush=True)
+        part12 = asyncio.run(with_threads(offline_and_push(vs, users, gunicorn, daphne)))
+        part12["sweeps"] = worker.sweeps()
+        result.update(part12)
+        print(json.dumps({k: v for k, v in part12.items() if k != "raw"}, indent=1, default=str), flush=True)
+
+        print("part 3: sockets held by one daphne process", flush=True)
+        tokens = bulk_sessions("wscap", vs["capacity_sockets"])
+        connection.close()
+        result["ws_capacity"] = asyncio.run(with_threads(hold_sockets(vs, tokens, daphne)))
+        print(json.dumps(result["ws_capacity"], indent=1, default=str), flush=True)
+        # The closed sockets' sessions end after the grace period; HTTP is measured after that.
+        closed = time.monotonic()
+        while live_sessions("wscap") and time.monotonic() - closed < 180:
+            time.sleep(1.0)
+        result["ws_capacity"]["sessions_live_after_close"] = live_sessions("wscap")
+        result["ws_capacity"]["seconds_until_sessions_ended"] = time.monotonic() - closed
+        connection.close()
+        daphne.stop()
+        held = result["ws_capacity"]["held"] or vs["capacity_sockets"]
+        levels = sorted({max(1, round(share * held)) for share in vs["http_levels"]})
+        print(f"part 3: HTTP clients held by gunicorn, levels {levels}", flush=True)
+        # Fresh users with live sessions, as the sockets had (not the sockets' sessions, which ended).
+        http_tokens = bulk_sessions("httpcap", max(levels))
+        connection.close()
+        result["http_capacity"] = hold_http_clients(vs, http_tokens, gunicorn, levels, work)
+    finally:
+        for process in (worker, daphne, gunicorn):
+            if process is not None:
+                process.stop()
+    result["wall_seconds"] = time.monotonic() - started
+    result["finished_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result["load_average_at_end"] = os.getloadavg()
+    return result
+
+
+async def with_threads(coroutine):
+    """Blocking HTTP and database calls go to threads: enough of them that none waits for one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(128))
+    return await coroutine
+
+
+def ratio_text(ours, base, *, fmt="{:.1f}x"):
+    if not ours or not base or ours != ours or base != base:
+        return "n/a"
+    return fmt.format(base / ours)
+
+
+def vs_report(r, quick):
+    off, push, wc, hc = r["offline"], r["push"], r["ws_capacity"], r["http_capacity"]
+    s, sc, err = r["settings"], r["scale"], r["errors"]
+    cores = os.cpu_count()
+    flag = " --quick" if quick else ""
+
+    def pp(p, unit=seconds):
+        return f"{unit(p['p50'])} / {unit(p['p99'])}"
+
+    def x(ws, http):
+        return f"{ratio_text(ws['p50'], http['p50'])} / {ratio_text(ws['p99'], http['p99'])}"
+
+    runs = hc["runs"]
+    best = next((run for run in reversed(runs) if run["passed"]), None)
+    failed = next((run for run in runs if not run["passed"]), None)
+    run_texts = [
+        f"{run['clients']:,} clients: p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, {run['errors']} errors, "
+        f"{run['rps']:.0f} req/s, gunicorn CPU {run['server_cpu_share']:.0%}, RSS {run['server_rss_mb']:.0f} MiB, "
+        f"load generator CPU {run['generator_cpu_share']:.0%} ({'held' if run['passed'] else 'not held'})"
+        for run in runs
+    ]
+    held_http = hc["held"]
+    http_held_cell = f"{held_http:,} clients held (p99 < {HELD_P99 * 1000:.0f} ms, no errors)"
+    if failed:
+        http_held_cell += f"; {failed['clients']:,} not held (p99 {failed['p99_ms']:.0f} ms, {failed['errors']} errors)"
+    capped = wc["held"] == wc["tried"]  # every socket tried stayed open: the cap of the run, not a limit found
+    held_ratio = f"{'>= ' if capped else ''}{wc['held'] / held_http:.1f}x as many connections" if held_http else "n/a"
+    ping_verdict = "under" if wc["hold_pong"]["p99"] < HELD_P99 else "over"
+    if best:
+        http_latency = (
+            f"heartbeat/read due -> answered {best['p50_ms']:.1f} ms / {best['p99_ms']:.1f} ms at {best['clients']:,}"
+        )
+        http_memory = (
+            f"no per-client state: gunicorn RSS {best['server_rss_mb']:.0f} MiB at {best['clients']:,} clients"
+        )
+        http_cpu = (
+            f"gunicorn {best['server_cpu_share']:.0%}; generator (`bench/load.py`) {best['generator_cpu_share']:.0%}, "
+            f"at {best['clients']:,} clients"
+        )
+    else:
+        http_latency = http_memory = http_cpu = "no level held"
+    settings_text = (
+        f"`PRESENCE_INACTIVITY_TIMEOUT` {s['PRESENCE_INACTIVITY_TIMEOUT']}, `PRESENCE_HEARTBEAT_INTERVAL` "
+        f"{s['PRESENCE_HEARTBEAT_INTERVAL']}, `PRESENCE_SWEEP_INTERVAL` {s['PRESENCE_SWEEP_INTERVAL']}, "
+        f"`PRESENCE_DISCONNECT_GRACE` {s['PRESENCE_DISCONNECT_GRACE']:g}, `PRESENCE_PUSH_INTERVAL` "
+        f"{s['PRESENCE_PUSH_INTERVAL']:g}, `DASHBOARD_POLL_INTERVAL` {s['DASHBOARD_POLL_INTERVAL']} (seconds)"
+    )
+    if quick:
+        settings_text += (
+            ": **shortened for --quick; its figures show that the parts work and are not comparable with production**."
+        )
+    else:
+        settings_text += ": production's defaults."
+    lines = [
+        "# Presence: WebSocket vs HTTP",
+        "",
+        f"Generated by `bench/ws.py{flag}`: one run, {r['started_utc']} to {r['finished_utc']} "
+        f"({r['wall_seconds'] / 60:.1f} min). Every figure and its HTTP baseline were measured in that run, on the "
+        "same processes: gunicorn (3 sync workers) for REST, one daphne process for `/ws/presence/`, "
+        "`celery -A offchat_backend worker --beat` sweeping, one PostgreSQL database and Redis. Settings: "
+        + settings_text,
+        "",
+        "| figure | WebSocket | HTTP, same run | HTTP / WebSocket |",
+        "|---|---|---|---|",
+        "| 1. client gone -> shown offline by `GET /api/users/all-users/` (staff), p50 / p99 "
+        f"| {pp(off['ws_shown'])} (socket closed; n={off['ws_shown']['n']}) "
+        f"| {pp(off['http_shown'])} (heartbeats stop; n={off['http_shown']['n']}) "
+        f"| {x(off['ws_shown'], off['http_shown'])} |",
+        "| 1. client gone -> stored status offline (the `users` row), p50 / p99 "
+        f"| {pp(off['ws_stored'])} (the grace period) | {pp(off['http_stored'])} (the sweep) "
+        f"| {x(off['ws_stored'], off['http_stored'])} |",
+        "| 2. change (REST login/logout on gunicorn) -> seen by staff, p50 / p99 "
+        f"| {pp(push['socket'], ms)} (staff socket on daphne; n={push['socket']['n']}) "
+        f"| {pp(push['feed'], ms)} (`?since=` poll every {s['DASHBOARD_POLL_INTERVAL']} s; {push['feed']['pollers']} "
+        f"pollers x {push['changes']} changes, n={push['feed']['n']}) | {x(push['socket'], push['feed'])} |",
+        f"| 3. clients held on this machine, {wc['hold_seconds']:g} s each "
+        f"| {wc['held']:,} sockets held open by one daphne process, none closed (of {wc['tried']:,} tried"
+        + (", the run's cap" if capped else f"; opening stops at {wc['ramp_limit']:g} s")
+        + f"); ping p99 {ping_verdict} HTTP's {HELD_P99 * 1000:.0f} ms criterion, see below "
+        f"| {http_held_cell}, gunicorn 3 workers | {held_ratio} |",
+        "| 3. latency at that level, p50 / p99 "
+        f"| ping -> pong {pp(wc['hold_pong'], ms)} (a ping per {wc['ping_period']:g} s per socket) "
+        f"| {http_latency} (a heartbeat per 30 s, a read per 60 s per client) | |",
+        "| 3. connects/s while opening; memory "
+        f"| {wc['connects_per_second']:.0f}/s ({wc['opened']:,} in {wc['ramp_seconds']:.0f} s, {OPEN_CONCURRENCY} at "
+        f"once); RSS {wc['rss_per_socket_kb']:.1f} KiB per socket ({wc['rss_before_mb']:.0f} -> "
+        f"{wc['rss_after_mb']:.0f} MiB) | {http_memory} | |",
+        f"| 3. CPU share (of {cores} cores): server; load generator "
+        f"| daphne {wc['hold_server_cpu_share']:.0%} holding, {wc['ramp_server_cpu_share']:.0%} opening; generator "
+        f"{wc['hold_generator_cpu_share']:.0%} holding, {wc['ramp_generator_cpu_share']:.0%} opening | {http_cpu} | |",
+        "| errors, 1-2: sockets not opened / closed early; heartbeats failed; users shown offline while connected; "
+        "never offline (shown, stored); churn requests failed; changes never seen "
+        f"| {err['ws_open']} / {err['ws_closed_early']}; -; {off['shown_offline_while_connected']} (both transports); "
+        f"{off['ws_shown']['missing']}, {off['ws_stored']['missing']}; {err['churn']}; {push['socket']['missing']} "
+        f"| -; {err['heartbeat']}; -; {off['http_shown']['missing']}, {off['http_stored']['missing']}; -; "
+        f"{push['feed']['missing']} (poller x change pairs) | |",
+        f"| errors, 2: the staff socket closed before the end | {err['staff_socket_closed']} | | |",
+        f"| errors, 3: sockets not opened, closed early; HTTP errors | {wc['errors']['open']}, "
+        f"{wc['errors']['closed_early']} | {', '.join(str(run['errors']) for run in runs)} | |",
+        "",
+        "## How",
+        "",
+        f"- Machine: {cores} cores ({platform.machine()}), Python {platform.python_version()}; the servers, "
+        "PostgreSQL, Redis, the worker and the load generator share it: compare within a row. Load average "
+        f"(1, 5, 15 min) at the start {', '.join(f'{v:.1f}' for v in r['load_average_at_start'])}, at the end "
+        f"{', '.join(f'{v:.1f}' for v in r['load_average_at_end'])}.",
+        f"- Part 1: {sc['offline_clients']} clients per transport, each a distinct user logged in with `auth.log_in`. "
+        "HTTP clients heartbeat (`POST /api/users/heartbeat/` through gunicorn) every heartbeat interval from a random "
+        "phase, as the frontend does; socket clients hold `/ws/presence/` on daphne and ping at the same period. Each "
+        f"client disappears {sc['stop_after']:g} s + U(0, heartbeat interval) after the start, spread over the "
+        "heartbeat phase: the HTTP client stops sending, the socket client closes its socket. One staff poller reads "
+        f"`GET /api/users/all-users/` (gunicorn) every {sc['list_poll']:g} s (the status shown, computed at read "
+        "time); a database poll every 0.25 s reads the stored `online_status`. Times run from the disappearance "
+        f"to the first answer that shows offline. Sweeps the worker logged during the run: {r['sweeps']}.",
+        f"- Part 2, at the same time: {sc['churners']} REST clients log {sc['churn_users']} churn users in and out "
+        f"through gunicorn (in, then out, {sc['churn_hold'][0]:g}-{sc['churn_hold'][1]:g} s each: longer than a poll) "
+        f"for {sc['churn_seconds']:g} s. From the REST answer (the change is committed by then) to the first "
+        "`user_status_change` of that user in that status on a staff socket, and to the first `?since=<cursor>` answer "
+        f"showing it, for each of {push['feed']['pollers']} staff pollers at random phases (each loads the full list "
+        "first and then polls with its cursor, as the dashboard does).",
+        f"- Part 3: {wc['tried']:,} more users with a live session each (written in bulk). Sockets open "
+        f"{OPEN_CONCURRENCY} at a time until all are open or {wc['ramp_limit']:g} s pass, each pinging every "
+        f"{wc['ping_period']:g} s from its opening; all are then held {wc['hold_seconds']:g} s, and the ping round "
+        "trips of that window are the latency figure; RSS of the daphne process before opening and 2 s after. Then "
+        f"the sockets close ({wc.get('sessions_live_after_close', '?')} of their sessions still live "
+        f"{wc.get('seconds_until_sessions_ended', float('nan')):.0f} s later, grace included), daphne stops, and "
+        "`bench/load.py` (bench/bench.py's capacity clients) "
+        "runs against the same gunicorn, on as many other users with a live session each, for the same "
+        f"{wc['hold_seconds']:g} s per level, "
+        "from the smallest level up to the first not held (when the smallest is not held: halving, at most twice; "
+        "bench.py's criterion: p99 < 100 ms, no errors). Users of both are marked online with their session "
+        "written, as bench.py mints its clients. Levels: " + "; ".join(run_texts) + ".",
+        f"- Load generator (one asyncio process) in parts 1-2: {r['generator_cpu_share']:.0%} of {cores} cores; "
+        f"gunicorn + daphne: {r['servers_cpu_share']:.0%}.",
+        "",
+        "Raw figures (`ws_vs_http.json`) and the processes' logs: the temporary folder the run names at its end.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 # --- Report ---------------------------------------------------------------------------------------------
 def ms(seconds):
     return f"{seconds * 1000:.1f} ms"
@@ -658,48 +1498,72 @@ def report(results, scale, users, quick):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sockets", type=int)
-    parser.add_argument("--servers", default="daphne,uvicorn")
+    parser.add_argument("--sockets", type=int, help="part 3's sockets (default 5,000; --quick 200)")
+    parser.add_argument(
+        "--servers",
+        default="",
+        help="instead of WebSocket vs HTTP, the server comparison (e.g. daphne,uvicorn): its table goes to the "
+        "run's temporary folder (WS_SERVERS.md) and to the output, not to WS_REPORT.md",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "bench")
     parser.add_argument("--report-only", action="store_true", help="rewrite WS_REPORT.md from --results")
-    parser.add_argument("--results", type=Path, help="a ws_results.json an earlier run wrote")
+    parser.add_argument("--results", type=Path, help="a ws_vs_http.json an earlier run wrote")
     args = parser.parse_args()
     if args.report_only:
         import django
 
         django.setup()
         results = json.loads(args.results.read_text())
-        write_report(args.output, results, results["scale"], results.get("users", {"mint_seconds": float("nan")}))
+        write_report(args.output, results, quick=results.get("quick", False))
         return
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="offchat-ws-bench-"))  # the processes' logs and the raw figures
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    started = time.monotonic()
+    if args.servers:
+        compare_servers(args, work)
+    else:
+        vs = dict(VS_QUICK if args.quick else VS_FULL)
+        if args.sockets:
+            vs["capacity_sockets"] = args.sockets
+        assert hard > vs["capacity_sockets"] + 1000, f"open files limit {hard} is too low"
+        os.environ.update(VS_SETTINGS["quick" if args.quick else "full"], LOCAL_STATE_DIR=str(work))
+        results = measure_vs_http(vs, work)
+        results["quick"] = args.quick
+        (work / "ws_vs_http.json").write_text(json.dumps(results, indent=1, default=str))
+        args.output.mkdir(parents=True, exist_ok=True)
+        print(write_report(args.output, results, quick=args.quick))
+        print(f"raw figures and the processes' logs: {work}")
+    print(f"done in {time.monotonic() - started:.0f} s")
+
+
+def compare_servers(args, work):
+    """The server comparison (daphne vs uvicorn) that chose daphne: see the reading in WS_REPORT.md."""
     scale = dict(QUICK if args.quick else FULL)
     if args.sockets:
         scale["sockets"] = args.sockets
-    args.output.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    work = Path(tempfile.mkdtemp(prefix="offchat-ws-bench-"))  # the servers' logs and the raw figures
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert hard > scale["sockets"] + 500, f"open files limit {hard} is too low for {scale['sockets']} sockets"
-    started = time.monotonic()
     fresh_database()
     users = make_users(scale)
-    print(f"{scale['sockets']} users and tokens ready in {time.monotonic() - started:.1f} s", flush=True)
     results = {"gunicorn": measure_gunicorn(scale, users, work)}
     for name in args.servers.split(","):
         results[name] = asyncio.run(measure_server(name, scale, users, work))
         print(json.dumps(results[name], indent=1, default=str), flush=True)
     results["scale"], results["users"] = scale, {"mint_seconds": users["mint_seconds"]}
     (work / "ws_results.json").write_text(json.dumps(results, indent=1, default=str))
-    print(f"raw figures and the servers' logs: {work}")
-    print(write_report(args.output, results, scale, users))
-    print(f"done in {time.monotonic() - started:.0f} s")
-
-
-def write_report(output, results, scale, users):
     text = report(results, scale, users, scale["sockets"] == QUICK["sockets"] and scale["ping_period"] < 30)
+    (work / "WS_SERVERS.md").write_text(text)
+    print(text)
+    print(f"raw figures, the table (WS_SERVERS.md) and the servers' logs: {work}")
+
+
+def write_report(output, results, *, quick):
+    text = vs_report(results, quick)
     path = output / "WS_REPORT.md"
-    # The reading below the marker is written by hand: a rerun keeps it, to check against.
+    # Everything below the marker is written by hand: a rerun keeps it, to check against.
     kept = path.read_text().split(READING_MARKER, 1)[1] if path.exists() and READING_MARKER in path.read_text() else ""
     path.write_text(text + READING_MARKER + (kept or "\n\n## Reading\n\n(to be written from the figures above)\n"))
     return text
