@@ -10,8 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from dashboard.tests.test_dashboard_e2e import OUTPUT, WAIT_MS, chromium, new_page, row, sign_in
-from offchat_backend.tests.support import AsgiServer
+from dashboard.tests.helpers import OUTPUT, WAIT_MS, chromium, dashboard_server, new_page, row, sign_in
 from users.tests.factories import PASSWORD, StaffFactory, UserFactory
 
 pytestmark = [pytest.mark.chromium, pytest.mark.django_db(transaction=True)]
@@ -120,16 +119,8 @@ def history():
 
 @pytest.fixture
 def asgi(tmp_path, history):
-    static_root = tmp_path / "static"
-    static_root.mkdir()
-    server = AsgiServer(
-        tmp_path,
-        DJANGO_SETTINGS_MODULE="dashboard.tests.asgi_settings",
-        DASHBOARD_POLL_INTERVAL="3600",
-        STATIC_ROOT=str(static_root),
-    )
-    yield server
-    server.stop()
+    with dashboard_server(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture

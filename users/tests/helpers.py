@@ -1,8 +1,12 @@
 """Shared test helpers: API clients, endpoint URLs and small readers of the stored state.
 Fixtures stay in conftest.py; process and server helpers in offchat_backend/tests/support.py."""
 
+import json
+import time
+
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
+from websockets.exceptions import ConnectionClosed
 
 from users.models import PresenceSession, User
 from users.tests.factories import PASSWORD
@@ -74,3 +78,39 @@ def stored(user):
 def session_of(access):
     """The presence session an access token belongs to."""
     return PresenceSession.objects.get(pk=AccessToken(access)["sid"])
+
+
+# --- Presence sockets (users/tests/realtime) -------------------------------------------------------
+def frames(socket, *, until, timeout=5.0):
+    """Frames received until one satisfies `until` (returned last); fails after `timeout`."""
+    received, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            frame = json.loads(socket.recv(timeout=max(0.01, deadline - time.monotonic())))
+        except TimeoutError:
+            break
+        received.append(frame)
+        if until(frame):
+            return received
+    raise AssertionError(f"no such frame in {timeout}s; got {received}")
+
+
+def closed_with(socket, *, timeout=5.0):
+    """(close code, the code of the error frame the server sent just before closing)."""
+    deadline, last = time.monotonic() + timeout, None
+    try:
+        while time.monotonic() < deadline:
+            last = json.loads(socket.recv(timeout=max(0.01, deadline - time.monotonic())))
+    except ConnectionClosed as closed:
+        assert last is not None and last["type"] == "error", last
+        return closed.rcvd.code, last["code"]
+    raise AssertionError("the socket stayed open")
+
+
+def send(socket, frame):
+    socket.send(json.dumps(frame))
+
+
+def reply(socket, frame):
+    send(socket, frame)
+    return json.loads(socket.recv(timeout=5))

@@ -11,62 +11,12 @@ from rest_framework_simplejwt.tokens import AccessToken
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from offchat_backend.tests.support import AsgiServer
 from users.models import OnlineStatus, PresenceSession, SessionEndReason, User
 from users.services import auth, presence
 from users.tests.factories import StaffFactory, UserFactory
+from users.tests.helpers import closed_with, frames, reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-FAST = {"PRESENCE_PUSH_INTERVAL": "0.2", "PRESENCE_DISCONNECT_GRACE": "1", "PRESENCE_WS_AUTH_TIMEOUT": "1"}
-
-
-@pytest.fixture
-def server(tmp_path):
-    servers = []
-
-    def start(**env):
-        servers.append(AsgiServer(tmp_path, name=f"asgi-{len(servers)}", **{**FAST, **env}))
-        return servers[-1]
-
-    yield start
-    for started in servers:
-        started.stop()
-
-
-def frames(socket, *, until, timeout=5.0):
-    """Frames received until one satisfies `until` (returned last); fails after `timeout`."""
-    received, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            frame = json.loads(socket.recv(timeout=max(0.01, deadline - time.monotonic())))
-        except TimeoutError:
-            break
-        received.append(frame)
-        if until(frame):
-            return received
-    raise AssertionError(f"no such frame in {timeout}s; got {received}")
-
-
-def closed_with(socket, *, timeout=5.0):
-    """(close code, the code of the error frame the server sent just before closing)."""
-    deadline, last = time.monotonic() + timeout, None
-    try:
-        while time.monotonic() < deadline:
-            last = json.loads(socket.recv(timeout=max(0.01, deadline - time.monotonic())))
-    except ConnectionClosed as closed:
-        assert last is not None and last["type"] == "error", last
-        return closed.rcvd.code, last["code"]
-    raise AssertionError("the socket stayed open")
-
-
-def send(socket, frame):
-    socket.send(json.dumps(frame))
-
-
-def reply(socket, frame):
-    send(socket, frame)
-    return json.loads(socket.recv(timeout=5))
 
 
 def changes_of(user, received):
@@ -116,7 +66,7 @@ def test_bad_expired_and_revoked_tokens_are_closed_4401_with_the_reason(server):
 
 
 def test_no_token_in_time_is_closed_4408(server):
-    with connect(server().ws_url()) as socket:
+    with connect(server(PRESENCE_WS_AUTH_TIMEOUT="1").ws_url()) as socket:
         assert closed_with(socket, timeout=5) == (4408, "auth_timeout")
 
 

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from offchat_backend.tests.support import AsgiServer, PrivateRedis, RestartableAsgiServer, rss_kib
+from offchat_backend.tests.support import PrivateRedis, RestartableAsgiServer, rss_kib
 from users.exceptions import NoLiveSessionError
 from users.models import OnlineStatus, PresenceSession, SessionEndReason, User
 from users.presence_rules import effective_status
@@ -31,21 +31,6 @@ from users.services import auth, presence
 from users.tests.factories import PASSWORD, StaffFactory, UserFactory
 
 pytestmark = [pytest.mark.drill, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-FAST = {"PRESENCE_PUSH_INTERVAL": "0.2", "PRESENCE_DISCONNECT_GRACE": "1", "PRESENCE_WS_AUTH_TIMEOUT": "5"}
-
-
-@pytest.fixture
-def server(tmp_path):
-    servers = []
-
-    def start(name=None, kind=AsgiServer, **env):
-        servers.append(kind(tmp_path, name=name or f"asgi-{len(servers)}", **{**FAST, **env}))
-        return servers[-1]
-
-    yield start
-    for started in servers:
-        started.stop()
 
 
 def shown_in_database():

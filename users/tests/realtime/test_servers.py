@@ -21,6 +21,7 @@ from offchat_backend.tests.support import (
 )
 from users.services import auth
 from users.tests.factories import StaffFactory, UserFactory
+from users.tests.helpers import frames
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -67,19 +68,6 @@ def start(tmp_path, settings):
     yield run
     for process in processes:
         process.stop()
-
-
-def frames(socket, *, until, timeout=5.0):
-    received, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            frame = json.loads(socket.recv(timeout=max(0.01, deadline - time.monotonic())))
-        except TimeoutError:
-            break
-        received.append(frame)
-        if until(frame):
-            return received
-    raise AssertionError(f"no such frame in {timeout}s; got {received}")
 
 
 def core_flow(port):
