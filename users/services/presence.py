@@ -191,15 +191,23 @@ def touch_sessions(*, session_ids, at=None) -> int:
 
 
 def connect_session(*, session: PresenceSession, at=None) -> None:
-    """A socket opened on `session`: it is alive now, revived if the sweep or a closed
-    socket's grace period ended it, whatever the write granularity says (end_closed_session
-    compares with this time)."""
+    """A socket opened on `session`: it is alive now, whatever the write granularity says
+    (end_closed_session compares with this time), and revived if the sweep or a closed
+    socket's grace period ended it. A socket that reconnects to a live session changes no
+    status and takes no feed id (a restart's reconnect storm must not flood the feed)."""
     at = at or timezone.now()
     with transaction.atomic():
-        revived = PresenceSession.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
+        not_revoked = PresenceSession.objects.filter(pk=session.pk, revoked_at__isnull=True)
+        revived = not_revoked.filter(ended_at__isnull=False).update(
             last_seen=Greatest("last_seen", at), ended_at=None, end_reason=""
         )
         if revived:
+            _recompute_user(user=session.user, at=at, seen=True, active=False)
+        elif not_revoked.update(last_seen=Greatest("last_seen", at)) and not (
+            User.objects.filter(pk=session.user_id)
+            .filter(shows_the_same_after_activity(reported_status=session.reported_status, active=False, at=at))
+            .update(last_seen=Greatest(Coalesce("last_seen", at), at))
+        ):
             _recompute_user(user=session.user, at=at, seen=True, active=False)
     session.last_seen, session.ended_at = at, None
 

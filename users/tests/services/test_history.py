@@ -146,10 +146,11 @@ class TestTheSweep:
 
     def test_a_writer_that_finds_the_clock_turned_a_user_away_dates_it_when_it_happened(self, user):
         session = presence.start_session(user=user, at=NOW)
+        other_device = presence.start_session(user=user, at=NOW)
         for minute in (1, 2, 3, 4, 5, 6):
             presence.touch_sessions(session_ids=[session.pk], at=NOW + timedelta(minutes=minute))
-        # A second socket opens on the session before any sweep: the slow path, no input.
-        presence.connect_session(session=reload(session), at=NOW + timedelta(minutes=6))
+        # The other device is ended before any sweep: the slow path, with no input.
+        presence.end_session(session=reload(other_device), reason="forced", at=NOW + timedelta(minutes=6))
         assert intervals(user) == [("online", NOW, NOW + AWAY_AFTER), ("away", NOW + AWAY_AFTER, None)]
 
     def test_a_user_who_lost_one_of_two_sessions_is_recorded_as_the_rest_reports(self, user):
