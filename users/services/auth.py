@@ -56,14 +56,7 @@ def log_out(*, user: User, refresh_token: str) -> None:
         if not newly_blacklisted:
             raise TokenError("Token is blacklisted")
         presence.end_session(session=session, reason=SessionEndReason.LOGOUT)
-    log_event(
-        logger,
-        "logout",
-        outcome="success",
-        user_id=user.pk,
-        session_id=session.pk,
-        status_after=session.user.online_status,
-    )
+    _log_logout(session=session)
 
 
 def log_out_session(*, session: PresenceSession) -> None:
@@ -72,6 +65,10 @@ def log_out_session(*, session: PresenceSession) -> None:
     with transaction.atomic():
         presence.end_session(session=session, reason=SessionEndReason.LOGOUT)
         _blacklist_refresh_tokens(user_id=session.user_id, session_id=session.pk)
+    _log_logout(session=session)
+
+
+def _log_logout(*, session: PresenceSession) -> None:
     log_event(
         logger,
         "logout",
