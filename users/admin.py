@@ -82,6 +82,5 @@ class PresenceUserAdmin(UserAdmin):
 
     @admin.action(description="Sign out of every device (revokes their sessions)")
     def sign_out_everywhere(self, request, queryset):
-        sessions = PresenceSession.objects.filter(user__in=queryset, revoked_at__isnull=True).select_related("user")
-        ended = sum(auth.end_session(session=session) for session in sessions)
+        ended = sum(auth.end_every_session(user=user) for user in queryset)
         self.message_user(request, f"Ended {ended} session(s).", messages.SUCCESS)

@@ -90,26 +90,24 @@ class Point(NamedTuple):
 
 
 def timeline(*, start: datetime, end: datetime, step: timedelta) -> list[Point]:
-    """Users per status from start to end, one point per `step` (the mean of the minutes
-    in it, rounded); a step with no sample (no count was recorded) is left out. Plain loops
-    over the rows: a week at one-minute steps is 10,080 of them (bench row 8)."""
+    """Users per status from start to end, one point per `step` starting at `start`: the
+    mean of the minutes in it, rounded half up; a step with no sample (no count was
+    recorded) is left out."""
     origin, width = start.timestamp(), step.total_seconds()
-    buckets: dict[int, list] = {}  # index: [online, away, offline, samples, first sample's time]
+    buckets: dict[int, list[int]] = {}  # index: [online, away, offline, samples]
     samples = PresenceCount.objects.filter(at__gte=start, at__lt=end).order_by("at")
     for at, online, away, offline in samples.values_list("at", "online", "away", "offline"):
-        index = int((at.timestamp() - origin) // width)
-        bucket = buckets.get(index)
-        if bucket is None:
-            buckets[index] = [online, away, offline, 1, at]
-        else:
-            bucket[0] += online
-            bucket[1] += away
-            bucket[2] += offline
-            bucket[3] += 1
-    points = []
-    for index, (online, away, offline, n, first) in sorted(buckets.items()):
-        step_start = origin + index * width
-        # A step whose first sample falls on its start (aligned steps) reuses that time.
-        at = first if first.timestamp() == step_start else datetime.fromtimestamp(step_start, UTC)
-        points.append(Point(at, round(online / n), round(away / n), round(offline / n)))
-    return points
+        bucket = buckets.setdefault(int((at.timestamp() - origin) // width), [0, 0, 0, 0])
+        bucket[0] += online
+        bucket[1] += away
+        bucket[2] += offline
+        bucket[3] += 1
+    return [
+        Point(start + index * step, *(_mean_half_up(total, n) for total in (online, away, offline)))
+        for index, (online, away, offline, n) in sorted(buckets.items())
+    ]
+
+
+def _mean_half_up(total: int, n: int) -> int:
+    """round(total / n) with halves up (Python's round() takes them to the even number)."""
+    return (2 * total + n) // (2 * n)

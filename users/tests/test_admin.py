@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from users.models import OnlineStatus, PresenceSession, User
 from users.services import auth, presence
@@ -77,6 +78,9 @@ def test_action_signs_selected_users_out_of_every_device(admin_client):
     for issued in tokens[:2]:
         assert client_with_token(issued.access).get("/api/users/me/").status_code == 401
     assert client_with_token(tokens[2].access).get("/api/users/me/").status_code == 200
+    # Their refresh tokens are blacklisted too, the bystander's not.
+    blacklisted = set(BlacklistedToken.objects.values_list("token__user_id", flat=True))
+    assert blacklisted == {user.pk}
 
 
 def test_the_change_page_lists_sessions_read_only(admin_client):

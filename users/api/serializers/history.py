@@ -1,6 +1,7 @@
 """Presence over time: the query strings of the history endpoints (a range, a time zone, a
 step) and their answers (users.selectors.history)."""
 
+import json
 import math
 import re
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,6 +21,7 @@ STEPS = {"1m": 60, "5m": 5 * 60, "15m": 15 * 60, "1h": 60 * 60, "1d": 24 * 60 * 
 # Moments outside these are refused, not computed: far years overflow Python's datetimes
 # once shifted by an offset, and no presence was ever recorded there.
 EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+STEP_GRID_ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)  # timeline steps are whole steps of UTC from here
 
 
 @cache
@@ -153,7 +155,8 @@ class TimelineQuerySerializer(RangeQuerySerializer):
 
     FROM_HELP = (
         "ISO 8601 datetime with offset, or a date (its midnight, UTC). Default: 24 hours before `to`. "
-        "At most 31 days before `to`."
+        "At most 31 days before `to`. Moved back to the start of its step: steps are whole minutes, hours "
+        "or days of UTC, and the answer's `from` says where the first step starts."
     )
     TO_HELP = "ISO 8601 datetime with offset, or a date (its midnight, UTC; excluded). Default: now."
 
@@ -171,6 +174,9 @@ class TimelineQuerySerializer(RangeQuerySerializer):
     def validate(self, attrs):
         attrs = super().validate(attrs)
         step = timedelta(seconds=STEPS[attrs["step"]])
+        # Steps lie on one grid, whole minutes, hours or days of UTC: a point means the same
+        # minutes whoever asks, and past hours can be cached (users.api.history).
+        attrs["start"] = STEP_GRID_ORIGIN + (attrs["start"] - STEP_GRID_ORIGIN) // step * step
         points = math.ceil((attrs["end"] - attrs["start"]) / step)
         if points > MAX_POINTS:
             raise serializers.ValidationError(
@@ -245,6 +251,12 @@ def timeline_points(points) -> list[dict]:
         {"at": _utc_text(at), "online": online, "away": away, "offline": offline}
         for at, online, away, offline in points
     ]
+
+
+def timeline_points_text(points) -> str:
+    """timeline_points as the text of JSON array items, without the brackets: pieces of the
+    array that users.api.history caches and joins."""
+    return json.dumps(timeline_points(points), separators=(",", ":"))[1:-1]
 
 
 def _utc_text(moment: datetime) -> str:

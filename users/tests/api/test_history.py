@@ -244,6 +244,13 @@ class TestTimeline:
         assert_json(staff_client.get(TIMELINE, {"from": "2026-03-04T12:00:00Z"}), 200)
         assert_json(staff_client.get(TIMELINE, {"from": "2026-02-09", "to": "2026-03-11", "step": "1d"}), 200)
 
+    def test_from_is_moved_back_to_the_start_of_its_step(self, staff_client, counts):
+        body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-11T07:12:30Z", "step": "15m"}), 200)
+        assert body["from"] == "2026-03-11T07:00:00Z"
+        assert body["points"][0]["at"] == "2026-03-11T07:00:00Z"
+        body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-09T07:12:30+01:00", "step": "1d"}), 200)
+        assert body["from"] == "2026-03-09T00:00:00Z"
+
     def test_non_staff_get_403_and_anonymous_401(self, user_client, api_client):
         assert_json_error(user_client.get(TIMELINE), 403)
         assert_json_error(api_client.get(TIMELINE), 401)
@@ -306,3 +313,59 @@ def test_the_timeline_points_built_by_hand_are_what_their_serializer_says():
         for minute in range(5)
     ]
     assert timeline_points(points) == PointSerializer(points, many=True).data
+
+
+class TestTimelineCache:
+    """Hours that are over are cached (their counts never change again); the answer is the
+    same with or without the cache."""
+
+    @pytest.fixture
+    def minutes(self):
+        start = NOW - timedelta(hours=5)
+        for minute in range(5 * 60):
+            PresenceCount.objects.create(at=start + timedelta(minutes=minute), online=minute, away=1, offline=2)
+        return start
+
+    def test_a_settled_hour_is_answered_from_the_cache_and_the_current_hour_from_the_database(
+        self, staff_client, minutes
+    ):
+        query = {"from": (minutes + timedelta(minutes=30)).isoformat(), "step": "1m"}
+        first = assert_json(staff_client.get(TIMELINE, query), 200)["points"]
+        # Changing counts of a past hour is not something the system does: here it shows
+        # where each point came from.
+        PresenceCount.objects.filter(at__gte=NOW - timedelta(hours=3)).update(online=99_999)
+        second = assert_json(staff_client.get(TIMELINE, query), 200)["points"]
+
+        changed = [point["at"] for point in second if point["online"] == 99_999]
+        assert first == [
+            {"at": f"{(minutes + timedelta(minutes=m)).isoformat()[:19]}Z", "online": m, "away": 1, "offline": 2}
+            for m in range(30, 5 * 60)
+        ]
+        # 08:00-11:00 are settled and cached (07:30-08:00 is an edge, read each time); 11:00-12:00 is not.
+        assert changed[0] == "2026-03-11T11:00:00Z"
+        assert len(changed) == 60
+        assert [point for point in second if point["online"] != 99_999] == first[: len(first) - 60]
+
+    def test_the_answer_is_the_same_whatever_the_cache_holds(self, staff_client, minutes):
+        from users.api.serializers.history import timeline_points
+        from users.selectors.history import timeline
+
+        for query in [{"from": minutes.isoformat(), "step": "5m"}, {"from": "2026-03-11T07:10:00Z", "step": "15m"}]:
+            cold = assert_json(staff_client.get(TIMELINE, query), 200)
+            warm = assert_json(staff_client.get(TIMELINE, query), 200)
+            start = datetime.fromisoformat(cold["from"])
+            whole = timeline(start=start, end=NOW, step=timedelta(seconds=cold["step_seconds"]))
+            assert cold == warm
+            assert cold["points"] == timeline_points(whole)
+
+    def test_without_redis_the_timeline_is_read_from_the_database(self, staff_client, minutes, settings, caplog):
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+                "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+            }
+        }
+        body = assert_json(staff_client.get(TIMELINE, {"from": minutes.isoformat(), "step": "1h"}), 200)
+        assert [point["online"] for point in body["points"]] == [60 * hour + 30 for hour in range(5)]  # 29.5 up
+        assert "event=timeline_cache_unavailable error=ConnectionError" in caplog.text

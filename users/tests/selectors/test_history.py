@@ -179,3 +179,13 @@ class TestTimeline:
             (start, 2, 1, 10),  # (1 + 2 + 2 + 3 + 3) / 5 = 2.2
             (start + timedelta(minutes=20), 7, 0, 4),
         ]
+
+    def test_half_way_means_round_up(self):
+        start = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+        for minute, online in enumerate([2, 3, 4, 5]):
+            PresenceCount.objects.create(at=start + timedelta(minutes=minute), online=online, away=minute, offline=0)
+
+        [two_minutes, next_two] = timeline(start=start, end=start + timedelta(minutes=4), step=timedelta(minutes=2))
+
+        assert (two_minutes.online, two_minutes.away) == (3, 1)  # 2.5 and 0.5
+        assert (next_two.online, next_two.away) == (5, 3)  # 4.5 and 2.5
