@@ -23,6 +23,7 @@ from users.tests.helpers import (
 )
 
 pytestmark = pytest.mark.django_db
+WINDOW_START = "2026-03-11T12:00:05Z"
 NOW = timezone.now().replace(microsecond=0)
 
 
@@ -71,6 +72,8 @@ class TestLogin:
         api_client.credentials(HTTP_AUTHORIZATION="Bearer expired.or.garbage")
         assert log_in(api_client, user).status_code == 200
 
+    # Inside one throttle window: the counts are per fixed minute.
+    @time_machine.travel(WINDOW_START, tick=False)
     def test_brute_force_is_throttled_with_retry_after(self, api_client, user, monkeypatch):
         monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "login", "3/min")
         for _ in range(3):
@@ -80,6 +83,8 @@ class TestLogin:
         assert int(response["Retry-After"]) > 0
         assert stored(user)[0] == OnlineStatus.OFFLINE
 
+    # Inside one throttle window: the counts are per fixed minute.
+    @time_machine.travel(WINDOW_START, tick=False)
     def test_a_forged_forwarded_for_header_does_not_escape_the_throttle(self, api_client, user, monkeypatch):
         monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "login", "3/min")
         for forged in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):

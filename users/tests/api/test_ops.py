@@ -12,6 +12,7 @@ from users.services import presence
 from users.tests.helpers import HEALTH, LOGIN
 
 pytestmark = pytest.mark.django_db
+WINDOW_START = "2026-03-11T12:00:05Z"
 
 
 def test_health_answers_200_without_authentication_when_all_is_well(api_client):
@@ -52,6 +53,8 @@ def test_health_reveals_no_configuration(api_client, settings):
         assert secret not in body
 
 
+# Inside one throttle window: the counts are per fixed minute.
+@time_machine.travel(WINDOW_START, tick=False)
 def test_health_is_not_throttled(api_client, monkeypatch):
     monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", {"anon": "2/min"})
     wrong = {"username": "nobody", "password": "wrong"}

@@ -3,10 +3,16 @@ cache, and letting requests through (not failing them) while the cache is down."
 
 import shutil
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import time_machine
+from django.core.cache.backends.locmem import LocMemCache
 from django.utils import timezone
+from redis.client import Pipeline
+from redis.connection import Connection
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
 from rest_framework.throttling import ScopedRateThrottle
 
 from conftest import skip_for_missing_service
@@ -20,6 +26,8 @@ from users.tests.helpers import HEALTH, HEARTBEAT, LOGIN, client_for, client_wit
 pytestmark = pytest.mark.django_db
 
 NOW = timezone.now().replace(microsecond=0)
+# The start of a one-minute window: windows are counted from the epoch, in whole minutes here.
+MINUTE = timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
 
 
 def assert_throttled(response):
@@ -134,12 +142,130 @@ def test_throttle_counters_live_in_redis_where_every_worker_sees_them(api_client
 
     monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "login_username", "2/min")
     log_in(api_client, user.username, "wrong", "10.0.0.1")
-    keys = {key.decode() for key in cache._cache.get_client().keys("*throttle_login_username_*")}
+    keys = {key.decode() for key in cache._cache.get_client().keys("*throttle:login_username:*")}
     assert len(keys) == 1
     # A second process would read the same key: here, a new connection from scratch.
     cache.close()
     log_in(api_client, user.username, "wrong", "10.0.0.2")
     assert_throttled(log_in(api_client, user.username, PASSWORD, "10.0.0.3"))
+
+
+# --- Counting: a fixed window, one round trip ---------------------------------------------
+@pytest.fixture(params=["locmem", pytest.param("redis", marks=pytest.mark.redis)])
+def counting_cache(request, settings):
+    """Both ways of counting: Django's cache API (LocMem, a run without services) and a Redis pipeline."""
+    from django.core.cache import cache
+
+    if request.param == "redis":
+        settings.CACHES = redis_cache(settings.REDIS_URL)
+    else:
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    cache.clear()
+    return request.param
+
+
+def test_a_refused_request_is_told_to_retry_when_its_window_ends(counting_cache, user, monkeypatch):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "3/min")
+    with time_machine.travel(MINUTE + timedelta(seconds=17), tick=False):
+        client = client_for(user)
+        assert [client.post(HEARTBEAT).status_code for _ in range(3)] == [200] * 3
+        refused = client.post(HEARTBEAT)
+    assert_throttled(refused)
+    assert refused["Retry-After"] == "43"
+    assert refused.json()["detail"] == "Request was throttled. Expected available in 43 seconds."
+
+    with time_machine.travel(MINUTE + timedelta(seconds=59.5), tick=False):
+        refused = client.post(HEARTBEAT)
+    assert_throttled(refused)
+    assert refused["Retry-After"] == "1"  # half a second left, but never "retry in 0"
+
+    with time_machine.travel(MINUTE + timedelta(seconds=60), tick=False):
+        assert [client.post(HEARTBEAT).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_a_fixed_window_lets_twice_the_rate_through_across_its_boundary(counting_cache, user, monkeypatch):
+    """The tradeoff of fixed windows (users.api.throttling), pinned down: the limit at the end
+    of one window, and again at the start of the next."""
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "3/min")
+    with time_machine.travel(MINUTE + timedelta(seconds=59), tick=False):
+        client = client_for(user)
+        codes = [client.post(HEARTBEAT).status_code for _ in range(4)]
+    with time_machine.travel(MINUTE + timedelta(seconds=60), tick=False):
+        codes += [client.post(HEARTBEAT).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429] * 2
+
+
+@pytest.mark.redis
+@time_machine.travel(MINUTE + timedelta(seconds=10), tick=False)
+def test_a_throttle_check_is_one_round_trip_to_redis(user, monkeypatch):
+    from django.core.cache import cache
+
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "3/min")
+    request = Request(APIRequestFactory().post(HEARTBEAT))
+    request.user = user
+    heartbeat_view = SimpleNamespace(throttle_scope="heartbeat")
+    # The first check also opens the pool's connection (HELLO, SELECT): not what is measured.
+    assert throttling.ScopedRateThrottle().allow_request(request, heartbeat_view)
+
+    sent = []
+    send = Connection.send_packed_command
+
+    def recording_send(connection, command, *args, **kwargs):
+        chunks = command if isinstance(command, list) else [command]
+        sent.append(b"".join(bytes(chunk) for chunk in chunks))
+        return send(connection, command, *args, **kwargs)
+
+    with monkeypatch.context() as spying:
+        spying.setattr(Connection, "send_packed_command", recording_send)
+        allowed = [throttling.ScopedRateThrottle().allow_request(request, heartbeat_view) for _ in range(3)]
+
+    assert allowed == [True, True, False]
+    assert len(sent) == 3  # one write to the socket (and one reply) per check
+    assert all(b"INCR" in payload and b"EXPIRE" in payload and b"NX" in payload for payload in sent)
+    window = int(MINUTE.timestamp() // 60)
+    key = cache.make_key(f"throttle:heartbeat:{user.pk}:{window}")
+    redis_client = cache._cache.get_client(key)
+    assert int(redis_client.get(key)) == 4
+    assert 0 < redis_client.ttl(key) <= 60
+
+
+@pytest.mark.redis
+@time_machine.travel(MINUTE + timedelta(seconds=10), tick=False)
+def test_an_error_reply_from_redis_lets_the_request_through(user, caplog):
+    """Not only a lost connection: a Redis that answers with an error (READONLY after a
+    failover, OOM under maxmemory) fails open too."""
+    from django.core.cache import cache
+
+    client = client_for(user)
+    window = int(MINUTE.timestamp() // 60)
+    key = cache.make_key(f"throttle:heartbeat:{user.pk}:{window}")
+    cache._cache.get_client(key, write=True).set(key, "not a counter")
+
+    assert client.post(HEARTBEAT).status_code == 200
+    warnings = [record.getMessage() for record in caplog.records if "throttle_cache_unavailable" in record.getMessage()]
+    assert len(warnings) == 1 and "error=ResponseError" in warnings[0], warnings
+
+
+@pytest.mark.redis
+def test_a_bug_while_counting_is_an_error_not_a_free_pass(user, monkeypatch):
+    def broken_execute(pipeline, *args, **kwargs):
+        raise TypeError("a bug, not Redis")
+
+    client = client_for(user)
+    monkeypatch.setattr(Pipeline, "execute", broken_execute)
+    with pytest.raises(TypeError, match="a bug"):
+        client.post(HEARTBEAT)
+
+
+def test_a_counter_gone_between_add_and_incr_counts_the_request_again():
+    class EvictingAfterAdd(LocMemCache):
+        def add(self, key, value, timeout=None, version=None):
+            return False  # as if the key were there, then gone by the incr
+
+    cache = EvictingAfterAdd("evicting", {})
+    assert throttling.count_request_in_window(cache=cache, key="throttle:t:1:0", window_seconds=60) == 1
+    assert cache.get("throttle:t:1:0") == 1
+    assert throttling.count_request_in_window(cache=cache, key="throttle:t:1:0", window_seconds=60) == 2
 
 
 # --- The cache down -------------------------------------------------------------------
