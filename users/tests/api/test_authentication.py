@@ -32,3 +32,9 @@ def test_another_users_session_id_in_a_token_is_401(api_client, user):
     token = RefreshToken.for_user(user)
     token["sid"] = str(other["session_id"])
     assert_json_error(client_with_token(token.access_token).get(ALL_USERS), 401)
+
+
+def test_a_token_naming_a_malformed_user_is_401(api_client, user):
+    token = RefreshToken(log_in(api_client, user).json()["refresh"])
+    token["user_id"] = "not-a-number"
+    assert_json_error(client_with_token(token.access_token).get(ALL_USERS), 401)
