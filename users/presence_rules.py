@@ -18,6 +18,7 @@ beating away (Synapse's priority across devices), or offline with none.
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import cache
 
 from django.conf import settings
 from django.db.models import Case, CharField, Exists, IntegerField, OuterRef, Q, Value, When
@@ -182,3 +183,34 @@ def shows_the_same_after_activity(*, reported_status: str, active: bool, at: dat
             | Q(last_active__gt=at - away_after() + margin)
         )
     return same
+
+
+@cache
+def shows_the_same_after_activity_sql(*, active: bool) -> str:
+    """shows_the_same_after_activity as PostgreSQL text over the "users" table, for a
+    statement written by hand (users.services.presence's one-statement write). Its text
+    depends on `active` alone, so that statement is built once per combination of flags;
+    the thresholds come as the named parameters of shows_the_same_after_activity_params."""
+    same = [
+        '"users"."online_status" = ANY(%(absorbing_statuses)s)',
+        '"users"."last_seen" > %(connected_after)s',
+    ]
+    if active:
+        same.append(
+            '("users"."manual_status" IS NOT NULL OR "users"."online_status" = %(away_status)s'
+            ' OR "users"."last_active" > %(active_after)s)'
+        )
+    return " AND ".join(same)
+
+
+def shows_the_same_after_activity_params(*, reported_status: str, active: bool, at: datetime) -> dict:
+    """The thresholds of shows_the_same_after_activity_sql for one activity, from the same
+    rules as the Q form: named, so that they mix with the enclosing statement's own."""
+    margin = transition_margin()
+    params = {
+        "absorbing_statuses": list(statuses_that_absorb(reported_status)),
+        "connected_after": at - inactivity_timeout() + margin,
+    }
+    if active:
+        params |= {"away_status": OnlineStatus.AWAY, "active_after": at - away_after() + margin}
+    return params

@@ -13,8 +13,10 @@ tests can move time with time-machine and every writer agrees on one clock.
 """
 
 import logging
+import textwrap
 import time
 from datetime import datetime, timedelta
+from functools import cache
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -31,6 +33,8 @@ from users.presence_rules import (
     inactivity_timeout,
     loaded_row_shows_the_same,
     shows_the_same_after_activity,
+    shows_the_same_after_activity_params,
+    shows_the_same_after_activity_sql,
     transition_margin,
     write_granularity,
 )
@@ -96,6 +100,49 @@ def record_activity(
             return False
 
     durable = connection.in_atomic_block  # a caller's transaction keeps its own guarantees
+    # The common write, when no shown status changes, in one statement and one round trip on
+    # PostgreSQL. Not on SQLite (no row locks to take in order, no asynchronous commit, and a
+    # statement there is a function call, not a round trip: nothing to save), and not inside
+    # a caller's transaction: there it would need a savepoint of its own, as the atomic block
+    # below has, so that an error leaves the caller's transaction usable; and no request
+    # runs in one (ATOMIC_REQUESTS is off). Anything else takes the transactional path.
+    if (
+        connection.vendor == "postgresql"
+        and not durable
+        and _write_the_fast_path_in_one_statement(
+            user=user, session=session, active=active, reported_status=reported_status, keeps_report=keeps_report, at=at
+        )
+    ):
+        if timezone.now() - at > transition_margin():
+            # As in _write_in_a_transaction, though after the write committed: a poll that read the row meanwhile
+            # read it new already, and the id still makes the next poll read it again.
+            with transaction.atomic():
+                _commit_without_waiting_for_disk()
+                take_feed_id(user_ids=[user.pk])
+    elif not _write_in_a_transaction(
+        user=user,
+        session=session,
+        active=active,
+        reported_status=reported_status,
+        keeps_report=keeps_report,
+        at=at,
+        durable=durable,
+    ):
+        return False
+    session.last_seen, session.ended_at = at, None
+    if not keeps_report:
+        session.reported_status = reported_status
+    if active:
+        session.last_active = user.last_active = at
+    user.last_seen = at
+    return True
+
+
+def _write_in_a_transaction(
+    *, user: User, session: PresenceSession, active: bool, reported_status: str, keeps_report: bool, at, durable: bool
+) -> bool:
+    """record_activity's write as conditional UPDATEs in one transaction, the slow path
+    (_recompute_user) when a shown status changes. False when the session was revoked."""
     with transaction.atomic():
         if not durable:
             _commit_without_waiting_for_disk()
@@ -131,13 +178,66 @@ def record_activity(
             # Took longer than the change feed allows for; a poll may have read the old row
             # at a moment when it no longer held. A feed id makes pollers read it again.
             take_feed_id(user_ids=[user.pk])
-    session.last_seen, session.ended_at = at, None
-    if not keeps_report:
-        session.reported_status = reported_status
-    if active:
-        session.last_active = user.last_active = at
-    user.last_seen = at
     return True
+
+
+def _write_the_fast_path_in_one_statement(
+    *, user: User, session: PresenceSession, active: bool, reported_status: str, keeps_report: bool, at: datetime
+) -> bool:
+    """The transactional path's common case, when this activity changes no shown status, as
+    one PostgreSQL statement in autocommit: the same rows, the same values, the same locks in
+    the same order, committed without waiting for the disk. All or nothing: it writes only
+    when both rows match, and returns False having written nothing otherwise (the session
+    revoked or its report changed, or a status to change), for the transactional path."""
+    params = {
+        "session_id": session.pk,
+        "user_id": user.pk,
+        "at": at,
+        "reported_status": reported_status,
+        **shows_the_same_after_activity_params(reported_status=reported_status, active=active, at=at),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_fast_path_statement(active=active, keeps_report=keeps_report), params)
+        return cursor.fetchone()[0]
+
+
+@cache
+def _fast_path_statement(*, active: bool, keeps_report: bool) -> str:
+    """Built once per combination of flags: compiling the ORM's UPDATEs on every heartbeat
+    cost more than running them.
+
+    The session row is locked first, as the transactional path's UPDATE locks it, then the
+    user row is updated, then the session row: each step's EXISTS is a one-time filter that
+    runs the step before it, which gives the order (PostgreSQL does not promise an order
+    for WITH's sub-statements otherwise). Under READ COMMITTED the lock and the UPDATE
+    re-check their WHERE on a row that another transaction committed meanwhile, as the
+    transactional path's UPDATEs do. set_config(..., true) is SET LOCAL: it lasts until this
+    statement's own transaction ends, and PostgreSQL takes synchronous_commit as it stands
+    when a transaction commits (see _commit_without_waiting_for_disk).
+    """
+    # Sets what the transactional path's session_fields and user_fields set, and its WHERE
+    # clauses: a heartbeat's report compared under the lock, a plain request's left alone.
+    same_report = "" if keeps_report else 'AND "reported_status" = %(reported_status)s'
+    and_last_active = ', "last_active" = GREATEST(COALESCE("last_active", %(at)s), %(at)s)' if active else ""
+    return textwrap.dedent(f"""
+        WITH locked_session AS MATERIALIZED (
+            SELECT "id" FROM "presence_sessions"
+            WHERE "id" = %(session_id)s AND "revoked_at" IS NULL {same_report}
+            FOR NO KEY UPDATE
+        ), touched_user AS (
+            UPDATE "users" SET "last_seen" = GREATEST(COALESCE("last_seen", %(at)s), %(at)s){and_last_active}
+            WHERE "users"."id" = %(user_id)s
+                AND EXISTS (SELECT FROM locked_session)
+                AND {shows_the_same_after_activity_sql(active=active)}
+            RETURNING "users"."id"
+        ), touched_session AS (
+            UPDATE "presence_sessions"
+            SET "last_seen" = GREATEST("last_seen", %(at)s), "ended_at" = NULL, "end_reason" = ''{and_last_active}
+            WHERE "id" = %(session_id)s AND EXISTS (SELECT FROM touched_user)
+            RETURNING "id"
+        )
+        SELECT EXISTS (SELECT FROM touched_session), set_config('synchronous_commit', 'off', true)
+    """).strip()
 
 
 def _commit_without_waiting_for_disk() -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from users.models import OnlineStatus, PresenceSession, ReportedStatus, User
@@ -16,6 +17,8 @@ from users.presence_rules import (
     effective_status,
     loaded_row_shows_the_same,
     shows_the_same_after_activity,
+    shows_the_same_after_activity_params,
+    shows_the_same_after_activity_sql,
     status_q,
     status_rank,
     status_rank_expression,
@@ -89,6 +92,55 @@ def test_the_fast_paths_python_and_sql_forms_agree():
         rule = shows_the_same_after_activity(reported_status=report, active=active, at=at)
         in_sql = User.objects.filter(pk=user.pk).filter(rule).exists()
         assert in_python == in_sql, (stored_status, seen, active_age, manual, report, active)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_fast_paths_sql_text_agrees_with_its_q_and_python_forms():
+    """The one-statement heartbeat (users.services.presence) writes with the SQL text form."""
+    margin = TIMEOUT / 2
+    # Each limit (less the margin) exactly, and a second past it.
+    ages = [None, timedelta(0), TIMEOUT - margin, TIMEOUT - margin + timedelta(seconds=1), AWAY_AFTER - margin]
+    ages += [AWAY_AFTER - margin + timedelta(seconds=1)]
+    users = [
+        UserFactory(
+            online_status=stored_status,
+            last_seen=None if seen is None else NOW - seen,
+            last_active=None if active_age is None else NOW - active_age,
+            manual_status=manual,
+        )
+        for stored_status, seen, active_age, manual in itertools.product(
+            OnlineStatus.values, ages, ages, [None, OnlineStatus.AWAY, OnlineStatus.ONLINE]
+        )
+    ]
+    ids = [user.pk for user in users]
+    outcomes = set()
+    for report, active, later in itertools.product(
+        ReportedStatus.values, [True, False], [timedelta(0), timedelta(seconds=30), timedelta(minutes=4)]
+    ):
+        at = NOW + later
+        by_q = set(
+            User.objects.filter(pk__in=ids)
+            .filter(shows_the_same_after_activity(reported_status=report, active=active, at=at))
+            .values_list("pk", flat=True)
+        )
+        with connection.cursor() as cursor:
+            rule = shows_the_same_after_activity_sql(active=active)
+            cursor.execute(
+                f'SELECT "id" FROM "users" WHERE "id" = ANY(%(ids)s) AND {rule}',
+                {"ids": ids, **shows_the_same_after_activity_params(reported_status=report, active=active, at=at)},
+            )
+            by_text = {row[0] for row in cursor.fetchall()}
+        assert by_text == by_q, (report, active, later)
+        for user in users:
+            if user.last_seen is None:
+                continue  # never loaded with a request: the Python form is never asked about it
+            session = PresenceSession(user=user, reported_status=report)
+            in_python = loaded_row_shows_the_same(user=user, session=session, at=at, active=active)
+            assert in_python == (user.pk in by_text), (user.online_status, user.last_seen, user.last_active, report)
+        outcomes.add(frozenset(by_text))
+    assert any(outcomes) and all(len(same) < len(users) for same in outcomes), "both answers occur in the grid"
+    assert len(outcomes) > 3, "the flags and the time change the answer"
 
 
 @pytest.mark.django_db

@@ -1,3 +1,4 @@
+import itertools
 import threading
 import time
 from datetime import timedelta
@@ -10,7 +11,15 @@ from django.utils import timezone
 
 from offchat_backend.tests.support import waiting_on_a_lock
 from users.exceptions import NoLiveSessionError
-from users.models import OnlineStatus, PresenceSession, PresenceSweep, ReportedStatus, SessionEndReason, User
+from users.models import (
+    OnlineStatus,
+    PresenceInterval,
+    PresenceSession,
+    PresenceSweep,
+    ReportedStatus,
+    SessionEndReason,
+    User,
+)
 from users.presence_rules import effective_status
 from users.selectors.accounts import online_users_for_admin
 from users.services import presence
@@ -19,6 +28,14 @@ from users.tests.helpers import stored
 
 NOW = timezone.now().replace(microsecond=0)
 TIMEOUT = timedelta(seconds=120)
+
+
+@pytest.fixture(autouse=True)
+def clock():
+    """Every test starts at NOW, however long the run took to reach it: a write dated NOW
+    is never one that "took longer than the margin" (record_activity takes a feed id then)."""
+    with time_machine.travel(NOW, tick=True):
+        yield
 
 
 def shown(user, at=NOW):
@@ -489,14 +506,18 @@ def test_sweep_update_can_read_only_the_present_part_of_the_table():
         transaction.set_rollback(True)
     sweep_select = next(q["sql"] for q in queries if 'FROM "users"' in q["sql"])
     plan = planned_without_seqscan(sweep_select)
-    assert "users_present_status_idx" in plan, plan
+    # Either partial index of present users holds exactly the present part; on a tiny table
+    # the planner may take the admin list's one (users_present_username_idx) for a bitmap.
+    assert "users_present_status_idx" in plan or "users_present_username_idx" in plan, plan
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_the_admin_online_filter_can_use_the_same_index():
     plan = planned_without_seqscan(*online_users_for_admin().query.sql_with_params())
-    assert "users_present_status_idx" in plan, plan
+    # Either partial index of present users: this one, or the list's own in username order
+    # (users/tests/selectors/test_accounts.py checks that a page reads that one, in order).
+    assert "users_present_status_idx" in plan or "users_present_username_idx" in plan, plan
 
 
 def statements_of(callable_):
@@ -511,24 +532,214 @@ def statements_of(callable_):
     return statements
 
 
+def show_synchronous_commit():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_activity_commits_without_waiting_for_the_disk_on_its_own_transaction_only(settings):
     settings.PRESENCE_WRITE_GRANULARITY = 0
     user = UserFactory()
     session = presence.start_session(user=user)
-    relaxed = "SET LOCAL synchronous_commit TO OFF"
+    relaxed_in_the_statement = "set_config('synchronous_commit', 'off', true)"
 
-    assert relaxed in statements_of(lambda: presence.record_activity(user=user, session=session, active=True))
+    # No status to change: one statement, which relaxes the commit of its own transaction.
+    [statement] = statements_of(lambda: presence.record_activity(user=user, session=session, active=True))
+    assert relaxed_in_the_statement in statement
+    assert show_synchronous_commit() == "on"  # it ended with that transaction
+    # A status to change: the transactional path, relaxed as before.
+    changing = statements_of(
+        lambda: presence.record_activity(user=user, session=session, active=False, reported_status="away")
+    )
+    assert "SET LOCAL synchronous_commit TO OFF" in changing
 
-    def inside_a_callers_transaction():
-        with transaction.atomic():
-            presence.record_activity(user=user, session=session, active=True)
+    with transaction.atomic():  # a caller's transaction
+        inside = statements_of(lambda: presence.record_activity(user=user, session=session, active=True))
+        assert show_synchronous_commit() == "on"
+    assert not [sql for sql in inside if "synchronous_commit" in sql]
 
-    assert relaxed not in statements_of(inside_a_callers_transaction)
-    with connection.cursor() as cursor:  # SET LOCAL ended with its transaction
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone()[0] == "on"
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_one_statements_set_config_holds_until_its_transaction_commits(settings):
+    """What the one-statement write relies on: set_config(..., true) inside a statement is
+    SET LOCAL, still in force when the transaction commits (and PostgreSQL applies
+    synchronous_commit as it stands at commit). A transaction that outlives the statement
+    makes that visible; the write itself runs in autocommit, where the commit follows it."""
+    settings.PRESENCE_WRITE_GRANULARITY = 0
+    now = timezone.now()  # not NOW, taken at import: a write minutes after its timestamp takes a feed id
+    session = reload(sign_in(UserFactory(), at=now))
+    with transaction.atomic():
+        assert presence._write_the_fast_path_in_one_statement(
+            user=session.user,
+            session=session,
+            active=True,
+            reported_status=ReportedStatus.ONLINE,
+            keeps_report=False,
+            at=now + timedelta(seconds=30),
+        )
+        assert show_synchronous_commit() == "off"
+    assert show_synchronous_commit() == "on"
+    assert stored(session.user) == (OnlineStatus.ONLINE, now + timedelta(seconds=30))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_that_changes_no_status_is_one_statement_and_one_that_does_falls_back(settings):
+    settings.PRESENCE_WRITE_GRANULARITY = 25
+    now = timezone.now()  # not NOW, taken at import: a write minutes after its timestamp takes a feed id
+    session = sign_in(UserFactory(), at=now)
+    loaded = reload(session)
+
+    def heartbeat(*, at, reported_status):
+        return presence.record_activity(
+            user=loaded.user,
+            session=loaded,
+            active=reported_status == ReportedStatus.ONLINE,
+            reported_status=reported_status,
+            at=at,
+        )
+
+    # Was three statements (SET LOCAL and two UPDATEs) between BEGIN and COMMIT.
+    assert len(statements_of(lambda: heartbeat(at=now + timedelta(seconds=30), reported_status="online"))) == 1
+    assert stored(session.user) == (OnlineStatus.ONLINE, now + timedelta(seconds=30))
+    changing = statements_of(lambda: heartbeat(at=now + timedelta(seconds=60), reported_status="away"))
+    assert changing[0].startswith("WITH") and "SET LOCAL synchronous_commit TO OFF" in changing[1:]
+    assert stored(session.user) == (OnlineStatus.AWAY, now + timedelta(seconds=60))
+    assert len(statements_of(lambda: heartbeat(at=now + timedelta(seconds=90), reported_status="away"))) == 1
+
+
+def activity_outcome(*, session, active, reported_status, at):
+    """A request on `session`, its rows loaded fresh: the statements it ran, and all it left
+    behind (return value, loaded objects, rows, history)."""
+    loaded = reload(session)
+    written = []
+    statements = statements_of(
+        lambda: written.append(
+            presence.record_activity(
+                user=loaded.user, session=loaded, active=active, reported_status=reported_status, at=at
+            )
+        )
+    )
+    left = (
+        written,
+        [getattr(loaded, name) for name in ("last_seen", "last_active", "ended_at", "reported_status")],
+        [getattr(loaded.user, name) for name in ("last_seen", "last_active", "online_status", "presence_update_id")],
+        PresenceSession.objects.filter(pk=session.pk).values().get(),
+        User.objects.filter(pk=session.user_id).values().get(),
+        list(PresenceInterval.objects.filter(user_id=session.user_id).values_list("status", "started_at", "ended_at")),
+    )
+    return statements, left
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_one_statement_write_does_what_the_transactional_path_does_or_nothing(settings):
+    """Every case below ends as the transactional path alone ends it (run first inside a
+    caller's transaction, then rolled back): the same return value, rows, history, feed id
+    and loaded objects. The one statement writes in the cases that change no status and
+    leaves the others to the transactional path."""
+    settings.PRESENCE_WRITE_GRANULARITY = 0
+    at = timezone.now().replace(microsecond=0)
+    user_rows = itertools.product(
+        [OnlineStatus.ONLINE, OnlineStatus.AWAY, OnlineStatus.OFFLINE],  # stored
+        [timedelta(seconds=10), timedelta(seconds=70)],  # since last seen: far from the timeout, or near
+        [timedelta(seconds=10), timedelta(seconds=250)],  # since the last input: far from away, or near
+        [None, OnlineStatus.AWAY],  # manual status
+    )
+    session_rows = itertools.product(["live", "ended", "revoked"], ReportedStatus.values)  # and its last report
+    requests = [(None, True), (None, False), (ReportedStatus.ONLINE, True), (ReportedStatus.AWAY, False)]
+    # Every user row with a live session reporting online, and every session row with a user
+    # whom that session's activity leaves as is, or not: each side of the one statement's WHERE.
+    far = timedelta(seconds=10)
+    cases = [(*user_row, "live", ReportedStatus.ONLINE, *request) for user_row in user_rows for request in requests]
+    cases += [
+        (stored_status, far, far, None, *session_row, *request)
+        for stored_status in (OnlineStatus.ONLINE, OnlineStatus.AWAY)
+        for session_row in session_rows
+        for request in requests
+    ]
+    paths = {"one statement": 0, "transactional": 0}
+    with time_machine.travel(at, tick=False):  # no write here is slower than the margin
+        for case in dict.fromkeys(cases):
+            stored_status, seen, input_age, manual, state, report, reported_status, active = case
+            user = UserFactory(
+                online_status=stored_status, last_seen=at - seen, last_active=at - input_age, manual_status=manual
+            )
+            session = PresenceSession.objects.create(
+                user=user,
+                reported_status=report,
+                created_at=at - timedelta(hours=1),
+                last_seen=at - seen,
+                last_active=at - input_age,
+                ended_at=None if state == "live" else at - timedelta(seconds=5),
+                end_reason={"live": "", "ended": SessionEndReason.IDLE, "revoked": SessionEndReason.LOGOUT}[state],
+                revoked_at=at - timedelta(seconds=5) if state == "revoked" else None,
+            )
+
+            with transaction.atomic():
+                _, expected = activity_outcome(session=session, active=active, reported_status=reported_status, at=at)
+                transaction.set_rollback(True)
+            statements, actual = activity_outcome(
+                session=session, active=active, reported_status=reported_status, at=at
+            )
+            assert actual == expected, case
+            paths["one statement" if len(statements) == 1 else "transactional"] += 1
+    assert paths["one statement"] > 10 and paths["transactional"] > 10, paths
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_one_statement_write_locks_the_session_row_before_the_user_row(settings):
+    """The order every presence writer takes its locks in: no deadlock with the others."""
+    settings.PRESENCE_WRITE_GRANULARITY = 0
+    session = sign_in(UserFactory(), at=timezone.now())
+    loaded = reload(session)
+    statements = []
+    heartbeat = threading.Thread(
+        target=_close_connection_after(
+            lambda: statements.extend(
+                statements_of(
+                    lambda: presence.record_activity(
+                        user=loaded.user, session=loaded, active=True, reported_status="online", at=timezone.now()
+                    )
+                )
+            )
+        )
+    )
+
+    with transaction.atomic():
+        PresenceSession.objects.select_for_update().get(pk=session.pk)
+        heartbeat.start()
+        _wait_until_blocked_on_a_lock()
+        # Waiting for the session row, it holds no lock on the user row.
+        User.objects.select_for_update(nowait=True).get(pk=session.user_id)
+    heartbeat.join(timeout=10)
+
+    assert len(statements) == 1 and statements[0].startswith("WITH")
+    assert reload(session).last_seen > session.last_seen
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_one_statement_write_slower_than_the_margin_takes_a_feed_id(settings):
+    settings.PRESENCE_WRITE_GRANULARITY = 0
+    session = sign_in(UserFactory(), at=NOW)
+    loaded = reload(session)
+    before = feed_id(session.user)
+    # The request took its timestamp 61 s before this write commits (margin: 60 s).
+    with time_machine.travel(NOW + timedelta(seconds=71), tick=False):
+        statements = statements_of(
+            lambda: presence.record_activity(
+                user=loaded.user, session=loaded, active=True, at=NOW + timedelta(seconds=10)
+            )
+        )
+    assert statements[0].startswith("WITH")
+    assert feed_id(session.user) > before
+    assert stored(session.user) == (OnlineStatus.ONLINE, NOW + timedelta(seconds=10))
 
 
 @pytest.mark.postgres
