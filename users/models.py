@@ -65,6 +65,15 @@ class User(AbstractUser):
                 name="users_present_status_idx",
                 condition=Q(online_status__in=PRESENT_STATUSES),
             ),
+            # The admin lists' online and away filters in their default order (username): a
+            # page is the first rows of this index that pass the status rule, not a sort of
+            # every present user. No column a heartbeat changes, so heartbeats stay HOT. The
+            # filter's form that lets PostgreSQL pick it: users.selectors.accounts.shown_status.
+            models.Index(
+                fields=["username", "id"],
+                name="users_present_username_idx",
+                condition=Q(online_status__in=PRESENT_STATUSES),
+            ),
             # The change feed reads users changed after a cursor. The column moves on
             # transitions only, never on a plain heartbeat.
             models.Index(fields=["presence_update_id"], name="users_presence_update_idx"),

@@ -16,7 +16,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from offchat_backend.openapi import AutoSchema, error
 from users.api.clock import PresenceClockMixin
 from users.api.filters import AdminUserFilter, BoundedSearchFilter, NullsLastOrderingFilter, PresenceFilterBackend
-from users.api.pagination import DirectoryPagination, UserKeysetPagination
+from users.api.pagination import CappedCountPagination, DirectoryPagination, UserKeysetPagination
 from users.api.serializers import lists as serializers
 from users.api.serializers.presence import PresenceSerializer, SessionSerializer
 from users.selectors import accounts, feed
@@ -55,6 +55,13 @@ class ChangeFeedSchema(AutoSchema):
 
     def validates_query(self) -> bool:
         return self._is_feed_action()
+
+    def _get_paginator(self):
+        """The pagination the list actions answer with (PresenceListMixin.paginator)."""
+        list_pagination_class = getattr(self.view, "list_pagination_class", None)
+        if list_pagination_class and self._is_feed_action():
+            return list_pagination_class()
+        return super()._get_paginator()
 
     def get_override_parameters(self):
         parameters = super().get_override_parameters()
@@ -124,6 +131,8 @@ class PresenceListMixin(PresenceClockMixin):
     """
 
     schema = ChangeFeedSchema()
+    # The list actions' numbered pages, if not pagination_class (which the others keep).
+    list_pagination_class = None
 
     @property
     def paginator(self):
@@ -132,9 +141,11 @@ class PresenceListMixin(PresenceClockMixin):
             paging = self.request.query_params.get("paging")
             if paging not in (None, "keyset"):
                 raise ValidationError({"paging": ['The only paging is "keyset"; leave it out for numbered pages.']})
-            keyset = paging == "keyset"
-            if keyset and getattr(self, "action", "list") in FEED_ACTIONS:
+            listing = getattr(self, "action", "list") in FEED_ACTIONS
+            if listing and paging == "keyset":
                 self._paginator = UserKeysetPagination()
+            elif listing and self.list_pagination_class:
+                self._paginator = self.list_pagination_class()
             else:
                 self._paginator = self.pagination_class()
         return self._paginator
@@ -204,6 +215,9 @@ class AllUsersView(PresenceListMixin, generics.ListAPIView):
 class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     permission_classes = [IsAdminUser]
     serializer_class = serializers.AdminUserSerializer
+    # A million accounts, a hundred thousand online: the lists' `count` stops at 1,000 (README,
+    # *Lists*). A user's sessions keep an exact one.
+    list_pagination_class = CappedCountPagination
     filter_backends = [PresenceFilterBackend, BoundedSearchFilter, NullsLastOrderingFilter]
     filterset_class = AdminUserFilter
     search_fields = ["username", "email", "first_name", "last_name"]

@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from users.api.pagination import CappedCountPagination
 from users.models import OnlineStatus, User
 from users.services import presence
 from users.tests.factories import StaffFactory, UserFactory
@@ -454,6 +455,63 @@ def test_summary_counts_active_users_per_computed_status(staff, staff_client):
 def test_summary_is_for_staff_only(user_client, api_client):
     assert user_client.get(SUMMARY).status_code == 403
     assert api_client.get(SUMMARY).status_code == 401
+
+
+# --- Counting up to a limit -------------------------------------------------------------
+@pytest.fixture
+def count_limit(monkeypatch):
+    """The admin lists count 1,000 rows at most; 3 here, to see the limit with a few users."""
+    monkeypatch.setattr(CappedCountPagination, "count_limit", 3)
+    return 3
+
+
+def test_below_the_limit_the_admin_count_is_exact(staff_client, staff):
+    UserFactory()
+    body = staff_client.get(ADMIN_USERS).json()
+    assert list(body)[:2] == ["count", "count_capped"]
+    assert (body["count"], body["count_capped"], body["next"]) == (2, False, None)
+
+
+def test_past_the_limit_the_count_stops_and_next_still_walks_every_user(staff, staff_client, count_limit):
+    UserFactory.create_batch(6)  # 7 with the staff member
+    expected = list(User.objects.order_by("username").values_list("pk", flat=True))
+    seen, counts, url, params = [], [], ADMIN_USERS, {"page_size": 2}
+    while url:
+        body = staff_client.get(url, params).json()
+        counts.append((body["count"], body["count_capped"]))
+        seen += [row["id"] for row in body["results"]]
+        url, params = body["next"], None
+    assert seen == expected
+    # Counted to the limit, or to the end of the page asked for; exact once the rest fits.
+    assert counts == [(3, True), (4, True), (6, True), (7, False)]
+
+
+def test_a_deep_page_counts_to_its_own_end_and_page_last_counts_everything(staff, staff_client, count_limit):
+    UserFactory.create_batch(6)
+    deep = staff_client.get(ADMIN_USERS, {"page_size": 2, "page": 3}).json()
+    assert (deep["count"], deep["count_capped"], len(deep["results"])) == (6, True, 2) and deep["next"]
+    last = staff_client.get(ADMIN_USERS, {"page_size": 2, "page": "last"}).json()
+    assert (last["count"], last["count_capped"], len(last["results"]), last["next"]) == (7, False, 1, None)
+    assert staff_client.get(ADMIN_USERS, {"page_size": 2, "page": 5}).status_code == 404
+
+
+def test_the_capped_count_reads_only_limit_plus_one_rows(staff, staff_client, count_limit):
+    UserFactory.create_batch(6)
+    with CaptureQueriesContext(connection) as queries:
+        staff_client.get(ADMIN_USERS, {"page_size": 2})
+    count = next(query["sql"] for query in queries if "COUNT(" in query["sql"])
+    assert "LIMIT 4" in count, count
+
+
+def test_an_online_page_runs_as_many_queries_for_10_rows_as_for_200(staff_client):
+    for user in UserFactory.create_batch(12):
+        presence.start_session(user=user)
+    with CaptureQueriesContext(connection) as ten:
+        assert len(staff_client.get(ADMIN_USERS, {"online_status": "online", "page_size": 10}).json()["results"]) == 10
+    with CaptureQueriesContext(connection) as all_of_them:
+        body = staff_client.get(ADMIN_USERS, {"online_status": "online", "page_size": 200}).json()
+    assert len(body["results"]) == 13  # and the staff member signed in to ask
+    assert len(ten) == len(all_of_them)
 
 
 # --- Keyset paging ---------------------------------------------------------------------
