@@ -1,6 +1,7 @@
 """Shared test helpers: API clients, endpoint URLs and small readers of the stored state.
 Fixtures stay in conftest.py; process and server helpers in offchat_backend/tests/support.py."""
 
+import itertools
 import json
 import time
 
@@ -8,8 +9,8 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 from websockets.exceptions import ConnectionClosed
 
-from users.models import PresenceSession, User
-from users.tests.factories import PASSWORD
+from users.models import OnlineStatus, PresenceSession, User
+from users.tests.factories import PASSWORD, UserFactory
 
 LOGIN = "/api/users/login/"
 REFRESH = "/api/users/token/refresh/"
@@ -114,3 +115,17 @@ def send(socket, frame):
 def reply(socket, frame):
     send(socket, frame)
     return json.loads(socket.recv(timeout=5))
+
+
+def users_in_every_state(*, now, ages, manual_statuses) -> list[User]:
+    """One user per stored status, age of last_seen, age of last_active (None: never) and
+    manual status: the grids over which a rule's forms are checked against each other."""
+    return [
+        UserFactory(
+            online_status=stored,
+            last_seen=None if seen is None else now - seen,
+            last_active=None if active is None else now - active,
+            manual_status=manual,
+        )
+        for stored, seen, active, manual in itertools.product(OnlineStatus.values, ages, ages, manual_statuses)
+    ]

@@ -24,6 +24,7 @@ from users.presence_rules import (
     status_rank_expression,
 )
 from users.tests.factories import UserFactory
+from users.tests.helpers import users_in_every_state
 
 NOW = timezone.now().replace(microsecond=0)
 TIMEOUT = timedelta(seconds=120)
@@ -33,16 +34,7 @@ AWAY_AFTER = timedelta(seconds=300)
 @pytest.mark.django_db
 def test_the_python_and_sql_forms_of_the_rule_agree_on_every_case():
     ages = [None, timedelta(0), TIMEOUT - timedelta(seconds=1), TIMEOUT, AWAY_AFTER, AWAY_AFTER + timedelta(hours=1)]
-    cases = list(itertools.product(OnlineStatus.values, ages, ages, [None, *ReportedStatus.values]))
-    users = [
-        UserFactory(
-            online_status=stored,
-            last_seen=None if seen is None else NOW - seen,
-            last_active=None if active is None else NOW - active,
-            manual_status=manual,
-        )
-        for stored, seen, active, manual in cases
-    ]
+    users = users_in_every_state(now=NOW, ages=ages, manual_statuses=[None, *ReportedStatus.values])
     by_sql = {
         status: set(User.objects.filter(status_q(status, now=NOW)).values_list("pk", flat=True))
         for status in OnlineStatus.values
@@ -102,17 +94,7 @@ def test_the_fast_paths_sql_text_agrees_with_its_q_and_python_forms():
     # Each limit (less the margin) exactly, and a second past it.
     ages = [None, timedelta(0), TIMEOUT - margin, TIMEOUT - margin + timedelta(seconds=1), AWAY_AFTER - margin]
     ages += [AWAY_AFTER - margin + timedelta(seconds=1)]
-    users = [
-        UserFactory(
-            online_status=stored_status,
-            last_seen=None if seen is None else NOW - seen,
-            last_active=None if active_age is None else NOW - active_age,
-            manual_status=manual,
-        )
-        for stored_status, seen, active_age, manual in itertools.product(
-            OnlineStatus.values, ages, ages, [None, OnlineStatus.AWAY, OnlineStatus.ONLINE]
-        )
-    ]
+    users = users_in_every_state(now=NOW, ages=ages, manual_statuses=[None, OnlineStatus.AWAY, OnlineStatus.ONLINE])
     ids = [user.pk for user in users]
     outcomes = set()
     for report, active, later in itertools.product(

@@ -1,7 +1,6 @@
 """The account lists' querysets (users.selectors.accounts): the status filter in the form
 whose plan survives stale statistics, and still the rule of users.presence_rules."""
 
-import itertools
 from datetime import timedelta
 
 import pytest
@@ -12,7 +11,7 @@ from django.utils import timezone
 from users.models import OnlineStatus, ReportedStatus, User
 from users.presence_rules import effective_status, status_q
 from users.selectors.accounts import online_users_for_admin, shown_status, users_for_admin
-from users.tests.factories import UserFactory
+from users.tests.helpers import users_in_every_state
 
 NOW = timezone.now().replace(microsecond=0)
 TIMEOUT = timedelta(seconds=120)
@@ -22,16 +21,7 @@ AWAY_AFTER = timedelta(seconds=300)
 @pytest.mark.django_db
 def test_shown_status_selects_exactly_the_users_the_rule_shows_so():
     ages = [None, timedelta(0), TIMEOUT - timedelta(seconds=1), TIMEOUT, AWAY_AFTER, AWAY_AFTER + timedelta(hours=1)]
-    cases = list(itertools.product(OnlineStatus.values, ages, ages, [None, *ReportedStatus.values]))
-    users = [
-        UserFactory(
-            online_status=stored,
-            last_seen=None if seen is None else NOW - seen,
-            last_active=None if active is None else NOW - active,
-            manual_status=manual,
-        )
-        for stored, seen, active, manual in cases
-    ]
+    users = users_in_every_state(now=NOW, ages=ages, manual_statuses=[None, *ReportedStatus.values])
     for status in OnlineStatus.values:
         selected = set(shown_status(User.objects.all(), status, now=NOW).values_list("pk", flat=True))
         assert selected == {user.pk for user in users if effective_status(user=user, now=NOW) == status}, status
