@@ -22,6 +22,18 @@ processes' logs go to a temporary folder the run names.
    90 s per level, half as many clients then as many, until a level misses p99 < 100 ms.
    The load generator's CPU share is reported for both.
 
+`--capacity N[,N...]` runs part 3 alone, as issue 14's capacity row states it, and prints JSON: N
+sockets (opened by `--generators` processes of their own, spread over `--processes` daphne
+processes) pinging every 30 s, 1% of their users changing state a minute (presence service calls
+from this process), 10 staff sockets that must receive every change, held 180 s. It reports ping ->
+pong and change -> staff-socket latencies, RSS and tracked objects per socket, the server's and the
+generators' CPU shares, the server's database statements per minute (counted in the server by
+bench.ws:counted_application, which also reports its garbage collections and event-loop lag), and
+`--py-spy` profiles of the ramp and the hold. Figures and reading: bench/WS_CAPACITY.md.
+
+    .venv/bin/python -m bench.ws --capacity 5000 --py-spy
+    .venv/bin/python -m bench.ws --capacity 20000 --processes 2
+
 `--servers daphne,uvicorn` runs instead the comparison of ASGI servers that chose daphne (ping,
 push, RSS, close -> offline and HTTP throughput under each, one after the other); its table goes
 to the run's temporary folder (WS_SERVERS.md), and the reading of it is kept in WS_REPORT.md.
@@ -33,7 +45,9 @@ flushed; the worker's broker). Loopback only.
 
 import argparse
 import asyncio
+import contextlib
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -43,6 +57,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -175,13 +190,32 @@ def user_ids_of(tokens):
 
 
 # --- Processes --------------------------------------------------------------------------------------
-def server_command(name, port):
+ASGI_APP = "offchat_backend.asgi:application"
+# daphne's flags in production (README.md, docker-compose.yml) besides the address: its protocol
+# ping to every socket every 20 s (autobahn) doubled the frames a process handles, for nothing the
+# clients' own pings and PRESENCE_WS_IDLE_TIMEOUT do not already do (bench/WS_CAPACITY.md).
+DAPHNE_FLAGS = ("--ping-interval", "3600")
+
+
+def server_command(name, port, *, app=ASGI_APP, extra=()):
     if name == "daphne":
-        return [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "offchat_backend.asgi:application"]
+        # `python -m daphne`: the `daphne` script's entry point, under the interpreter's name.
+        return [
+            str(VENV_BIN / "python"),
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            *DAPHNE_FLAGS,
+            *extra,
+            app,
+        ]
     if name == "uvicorn":
         return [
-            str(VENV_BIN / "uvicorn"), "offchat_backend.asgi:application", "--host", "127.0.0.1",
-            "--port", str(port), "--no-access-log", "--log-level", "warning",
+            str(VENV_BIN / "uvicorn"), app, "--host", "127.0.0.1",
+            "--port", str(port), "--no-access-log", "--log-level", "warning", *extra,
         ]  # fmt: skip
     return [
         str(VENV_BIN / "gunicorn"), "offchat_backend.wsgi:application", f"--bind=127.0.0.1:{port}", "--workers=3",
@@ -197,11 +231,13 @@ def free_port():
 
 
 class Server:
-    def __init__(self, name, log_dir):
+    def __init__(self, name, log_dir, *, app=ASGI_APP, extra=(), env=None):
         self.name, self.port = name, free_port()
         self.log = open(log_dir / f"ws-bench-{name}.log", "wb")
+        self.command = server_command(name, self.port, app=app, extra=extra) if name != "gunicorn" else None
+        self.command = self.command or server_command(name, self.port)
         self.process = subprocess.Popen(
-            server_command(name, self.port), cwd=REPO, env={**os.environ}, stdout=self.log, stderr=subprocess.STDOUT
+            self.command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -1508,7 +1544,43 @@ def main():
     parser.add_argument("--output", type=Path, default=REPO / "bench")
     parser.add_argument("--report-only", action="store_true", help="rewrite WS_REPORT.md from --results")
     parser.add_argument("--results", type=Path, help="a ws_vs_http.json an earlier run wrote")
+    capacity_options = parser.add_argument_group(
+        "part 3 alone (issue 14's capacity row): prints JSON, one object per count, to stdout"
+    )
+    capacity_options.add_argument("--capacity", metavar="N[,N...]", help="socket counts, e.g. 5000,20000")
+    capacity_options.add_argument("--hold-seconds", type=float, help="default 180")
+    capacity_options.add_argument("--generators", type=int, help="load generator processes (default 2)")
+    capacity_options.add_argument("--ramp-limit", type=float, help="seconds to open the sockets (default 900)")
+    capacity_options.add_argument("--staff-sockets", type=int, help="default 10")
+    capacity_options.add_argument("--open-concurrency", type=int, help="sockets opening at once (default 50)")
+    capacity_options.add_argument("--server", default="daphne", choices=["daphne", "uvicorn"])
+    capacity_options.add_argument(
+        "--processes", type=int, default=1, help="server processes sharing the sockets (default 1)"
+    )
+    capacity_options.add_argument(
+        "--server-args", default="", help="extra server flags, e.g. '--ping-interval 300' (shell-quoted)"
+    )
+    capacity_options.add_argument(
+        "--server-env", action="append", default=[], type=lambda kv: tuple(kv.split("=", 1)), metavar="KEY=VALUE"
+    )
+    capacity_options.add_argument(
+        "--py-spy", action="store_true", help="profile the server over the hold (speedscope file in the work folder)"
+    )
+    parser.add_argument("--capacity-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.capacity_worker:
+        capacity_worker(args.capacity_worker)
+        return
+    if args.capacity:
+        import shlex
+        import tempfile
+
+        args.server_args = shlex.split(args.server_args)
+        work = Path(tempfile.mkdtemp(prefix="offchat-ws-capacity-"))
+        results = capacity(args, work)
+        print(json.dumps(results if len(results) > 1 else results[0], indent=1, default=str))
+        print(f"raw figures and the processes' logs: {work}", file=sys.stderr)
+        return
     if args.report_only:
         import django
 
@@ -1558,6 +1630,929 @@ def compare_servers(args, work):
     (work / "WS_SERVERS.md").write_text(text)
     print(text)
     print(f"raw figures, the table (WS_SERVERS.md) and the servers' logs: {work}")
+
+
+# --- Part 3 alone, at given socket counts: issue 14's capacity row (--capacity N[,N...]) -------------
+# Clients ping every 30 s; 1% of the socket users change state a minute; 10 staff sockets must receive
+# every change; held 180 s. The sockets are held by generator processes of their own (sans-I/O
+# websockets clients on raw asyncio transports, no task per socket), so that one Python process is
+# not the bottleneck; this process makes the changes, holds the staff sockets and measures.
+CAPACITY = {
+    "hold_seconds": 180.0,
+    "ping_period": 30.0,
+    "change_share_per_minute": 0.01,
+    "staff_sockets": 10,
+    "generators": 2,
+    "open_concurrency": 50,  # sockets being opened at once, over all generators
+    "ramp_limit": 900.0,
+    "delivery_wait": 3.0,  # after the hold, for the last changes' pushes
+}
+# Production's presence defaults, but PRESENCE_AWAY_AFTER: every socket user is made online at the
+# same instant, so with production's 300 s all of them would turn away together (the clock's
+# transition) in the middle of a 20,000-socket ramp: one change of every user, not 1% a minute.
+CAPACITY_SETTINGS = {**VS_SETTINGS["full"], "PRESENCE_WRITE_GRANULARITY": "25", "PRESENCE_AWAY_AFTER": "86400"}
+CAPACITY_APP = "bench.ws:counted_application"  # the production application plus /bench/stats (below)
+
+
+def __getattr__(name):
+    """`bench.ws:counted_application`, built only when a server imports it."""
+    if name == "counted_application":
+        globals()[name] = _counted_application()
+        return globals()[name]
+    raise AttributeError(name)
+
+
+def _counted_application():
+    """offchat_backend.asgi's application, plus what the capacity run reads from the server at
+    GET /bench/stats: the database statements it ran (by kind and table; every connection of every
+    thread), its garbage collections (count and pause per generation) and its event loop's lag
+    (moments the loop was late by more than 20 ms). Nothing else changes."""
+    import gc
+    import re
+
+    from django.db.backends.signals import connection_created
+
+    from offchat_backend.asgi import application
+
+    stats = {
+        "statements": Counter(),
+        "gc": Counter(),
+        "gc_seconds": Counter(),
+        "gc_cpu_seconds": Counter(),
+        "gc_collected": Counter(),
+        "gc_pauses": [],
+        "lag": [],
+    }
+    lock = threading.Lock()
+    table = re.compile(r'\b(?:FROM|UPDATE|INTO)\s+"?([a-z_0-9]+)', re.IGNORECASE)
+
+    def count(execute, sql, params, many, context):
+        found = table.search(sql)
+        key = f"{sql.split(None, 1)[0].upper()} {found.group(1) if found else ''}".strip()
+        with lock:
+            stats["statements"][key] += 1
+        return execute(sql, params, many, context)
+
+    def on_connection(sender, connection, **kwargs):
+        if count not in connection.execute_wrappers:
+            connection.execute_wrappers.append(count)
+
+    connection_created.connect(on_connection, weak=False)
+    gc_started = [0.0, 0.0]
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_started[:] = [time.perf_counter(), time.thread_time()]
+            return
+        pause = time.perf_counter() - gc_started[0]
+        cpu = time.thread_time() - gc_started[1]
+        stats["gc_cpu_seconds"][str(info["generation"])] += cpu
+        generation = str(info["generation"])
+        stats["gc"][generation] += 1
+        stats["gc_seconds"][generation] += pause
+        stats["gc_collected"][generation] += info["collected"]
+        if pause > 0.005:
+            stats["gc_pauses"] = [*stats["gc_pauses"][-4999:], [time.monotonic(), info["generation"], pause, cpu]]
+
+    gc.callbacks.append(on_gc)
+    monitor = []
+
+    async def watch_lag():
+        # Late wakes of the loop, with the CPU time the loop's thread used meanwhile: a wake late
+        # with little CPU used was waiting for a CPU (the machine's other load), not for this process.
+        while True:
+            before, cpu = time.monotonic(), time.thread_time()
+            await asyncio.sleep(0.01)
+            late = time.monotonic() - before - 0.01
+            if late > 0.02:
+                stats["lag"] = [*stats["lag"][-9999:], [before, late, time.thread_time() - cpu]]
+
+    async def counted(scope, receive, send):
+        if not monitor:
+            monitor.append(asyncio.get_running_loop().create_task(watch_lag()))
+        if scope["type"] == "http" and scope["path"] == "/bench/stats":
+            await receive()
+            objects = {}
+            if b"objects" in scope.get("query_string", b""):
+                # Objects the collector tracks (what a full collection visits), by type: slow.
+                tracked = gc.get_objects()
+                by_type = Counter(type(o).__qualname__ for o in tracked)
+                objects = {"tracked": len(tracked), "by_type": dict(by_type.most_common(60))}
+                del tracked
+            body = json.dumps(
+                {
+                    "objects": objects,
+                    "statements": dict(stats["statements"]),
+                    "gc": dict(stats["gc"]),
+                    "gc_seconds": dict(stats["gc_seconds"]),
+                    "gc_cpu_seconds": dict(stats["gc_cpu_seconds"]),
+                    "gc_collected": dict(stats["gc_collected"]),
+                    "gc_counts": gc.get_count(),
+                    "gc_pauses": stats["gc_pauses"],
+                    "gc_threshold": gc.get_threshold(),
+                    "gc_frozen": gc.get_freeze_count(),
+                    "lag": stats["lag"],
+                }
+            ).encode()
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await application(scope, receive, send)
+
+    return counted
+
+
+def raise_open_files(needed):
+    """Enough file descriptors for `needed` sockets and then some (root may raise the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed + 4096
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def proc_cpu_seconds(pid):
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def busy_processes():
+    """CPU seconds of every process on the machine: {pid: (command, seconds)}."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            found[int(entry.name)] = (command[:120], proc_cpu_seconds(entry.name))
+    return found
+
+
+def others_busy(before, after, wall, mine):
+    """The processes (not this run's) that used the most CPU between two busy_processes()."""
+    cores = os.cpu_count()
+    rows = [
+        (after[pid][1] - before[pid][1], after[pid][0])
+        for pid in after
+        if pid in before and pid not in mine and after[pid][1] > before[pid][1]
+    ]
+    rows.sort(reverse=True)
+    return {
+        "cpu_share_total": sum(seconds for seconds, _ in rows) / wall / cores,
+        "top": [[round(seconds / wall / cores, 3), command] for seconds, command in rows[:8]],
+    }
+
+
+# The generator: `bench/ws.py --capacity-worker CONFIG` (run by capacity_level, one per generator).
+class PresenceClient(asyncio.Protocol):
+    """One socket: the websockets sans-I/O protocol on an asyncio transport; pongs timed as they
+    arrive, with no task per socket."""
+
+    __slots__ = ("worker", "ws", "transport", "opened", "ping_sent", "open", "closing_code")
+
+    def __init__(self, worker, token):
+        from websockets.client import ClientProtocol
+        from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+        from websockets.uri import parse_uri
+
+        self.worker = worker
+        # permessage-deflate offered, as browsers do (daphne declines it).
+        self.ws = ClientProtocol(
+            parse_uri(f"ws://127.0.0.1:{worker.port}/ws/presence/?token={token}"),
+            extensions=enable_client_permessage_deflate(None),
+        )
+        self.transport = None
+        self.opened = asyncio.get_running_loop().create_future()
+        self.ping_sent = None
+        self.open = False
+        self.closing_code = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.ws.send_request(self.ws.connect())
+        self.flush()
+
+    def data_received(self, data):
+        from websockets.frames import Opcode
+
+        now = time.monotonic()
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if getattr(event, "opcode", None) is not Opcode.TEXT:
+                continue
+            if b'"pong"' in event.data and self.ping_sent is not None:
+                self.worker.pongs.append((now, now - self.ping_sent))
+                self.ping_sent = None
+            elif b'"hello"' in event.data and not self.opened.done():
+                self.open = True
+                self.opened.set_result(None)
+            else:
+                self.worker.frames += 1
+        self.flush()
+
+    def flush(self):
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()
+        if self.ws.close_expected() and self.ws.close_code is not None:
+            self.closing_code = self.ws.close_code
+
+    def ping(self):
+        self.ping_sent = time.monotonic()
+        self.ws.send_text(b'{"type":"ping"}')
+        self.flush()
+
+    def close(self):
+        if self.open and self.transport and not self.transport.is_closing():
+            self.ws.send_close(1000)
+            self.flush()
+
+    def connection_lost(self, exc):
+        was_open, self.open = self.open, False
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(str(exc or "closed before hello")))
+        if was_open and not self.worker.stopping:
+            self.worker.closed_early.append((time.monotonic(), self.ws.close_code))
+        self.worker.lost += 1
+
+
+class CapacityWorker:
+    def __init__(self, config):
+        self.port = config["port"]
+        self.config = config
+        self.pongs, self.closed_early, self.lag = [], [], []
+        self.frames = self.lost = 0
+        self.stopping = False
+        self.unanswered = 0
+
+    async def run(self):
+        import gc
+        import heapq
+
+        config, loop = self.config, asyncio.get_running_loop()
+        tokens = Path(config["tokens"]).read_text().split()
+        rng = random.Random(config["seed"])
+        period = config["ping_period"]
+        clients, due = [], []
+        errors = {"open": 0}
+        stop = asyncio.Event()
+        threading.Thread(
+            target=lambda: (sys.stdin.readline(), loop.call_soon_threadsafe(stop.set)), daemon=True
+        ).start()
+        gate = asyncio.Semaphore(config["open_concurrency"])
+        deadline = time.monotonic() + config["ramp_limit"]
+        sources = itertools.count(config["seed"])
+        report_every = 500
+
+        def progress(done=False):
+            print(json.dumps({"opened": len(clients), "open_errors": errors["open"], "done": done}), flush=True)
+
+        async def open_one(token):
+            async with gate:
+                if time.monotonic() > deadline or stop.is_set():
+                    errors["open"] += 1
+                    return
+                client = PresenceClient(self, token)
+                # Source addresses 127.0.0.2-9 in turn: each has its own ephemeral ports.
+                source = (f"127.0.0.{2 + next(sources) % 8}", 0)
+                try:
+                    await loop.create_connection(lambda: client, "127.0.0.1", self.port, local_addr=source)
+                    await asyncio.wait_for(asyncio.shield(client.opened), timeout=60)
+                except Exception:  # noqa: BLE001
+                    errors["open"] += 1
+                    if client.transport:
+                        client.transport.abort()
+                    return
+                clients.append(client)
+                heapq.heappush(due, (time.monotonic() + rng.uniform(0, period), len(clients) - 1))
+                if len(clients) % report_every == 0:
+                    progress()
+
+        async def pinger():
+            while not stop.is_set():
+                now = time.monotonic()
+                while due and due[0][0] <= now:
+                    at, index = heapq.heappop(due)
+                    client = clients[index]
+                    if not client.open:
+                        continue
+                    if client.ping_sent is None:
+                        client.ping()
+                    else:
+                        self.unanswered += 1  # no pong for a whole period
+                    heapq.heappush(due, (at + period, index))
+                await asyncio.sleep(0.01)
+
+        async def watch_lag():
+            while not stop.is_set():
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                late = time.monotonic() - before - 0.01
+                if late > 0.02:
+                    self.lag.append((before, late))
+
+        pinging = loop.create_task(pinger())
+        watching = loop.create_task(watch_lag())
+        await asyncio.gather(*(open_one(token) for token in tokens))
+        gc.collect()
+        gc.freeze()  # the generator's own collections must not stall its clock
+        progress(done=True)
+        await stop.wait()
+        self.stopping = True
+        await asyncio.gather(pinging, watching)
+        outstanding = sum(1 for c in clients if c.open and c.ping_sent is not None)
+        Path(config["result"]).write_text(
+            json.dumps(
+                {
+                    "pongs": self.pongs,
+                    "closed_early": self.closed_early,
+                    "open_errors": errors["open"],
+                    "opened": len(clients),
+                    "unanswered": self.unanswered,
+                    "outstanding_at_stop": outstanding,
+                    "frames": self.frames,
+                    "lag": self.lag,
+                }
+            )
+        )
+        for start in range(0, len(clients), 500):
+            for client in clients[start : start + 500]:
+                client.close()
+            await asyncio.sleep(0.05)
+        end = time.monotonic() + 30
+        while self.lost < len(clients) and time.monotonic() < end:
+            await asyncio.sleep(0.2)
+        for client in clients:
+            if client.transport and not client.transport.is_closing():
+                client.transport.abort()
+
+
+def capacity_worker(config_path):
+    config = json.loads(Path(config_path).read_text())
+    raise_open_files(len(Path(config["tokens"]).read_text().split()))
+    asyncio.run(CapacityWorker(config).run())
+
+
+def cpu_pressure_waiting():
+    """Seconds, since boot, that some runnable task waited for a CPU (/proc/pressure/cpu)."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return None
+    return int(line.rsplit("total=", 1)[1]) / 1e6
+
+
+def pg_database_stats():
+    """This run's database, as PostgreSQL counts it (pg_stat_database; the statistics collector
+    lags by up to half a second)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted, tup_updated, tup_deleted "
+            "FROM pg_stat_database WHERE datname = current_database()"
+        )
+        names = [
+            "xact_commit",
+            "xact_rollback",
+            "tup_returned",
+            "tup_fetched",
+            "tup_inserted",
+            "tup_updated",
+            "tup_deleted",
+        ]
+        row = dict(zip(names, cursor.fetchone(), strict=True))
+    connection.close()
+    return row
+
+
+def keep_connected(prefix):
+    """The socket users whose socket is not open yet stay connected meanwhile, as their HTTP
+    clients would keep them (last_seen now; no feed id, no status change): made online together at
+    the start, they would otherwise all time out together (PRESENCE_INACTIVITY_TIMEOUT) in the
+    middle of a ramp longer than it, one clock transition of thousands of users."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from users.models import PresenceSession, User
+
+    now = timezone.now()
+    User.objects.filter(username__startswith=prefix, last_seen__lt=now).update(last_seen=now)
+    PresenceSession.objects.filter(user__username__startswith=prefix, ended_at__isnull=True, last_seen__lt=now).update(
+        last_seen=now
+    )
+    connection.close()
+
+
+def server_stats(port, *, objects=False):
+    failure = None
+    for _ in range(3):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
+        try:
+            connection.request("GET", "/bench/stats" + ("?objects=1" if objects else ""))
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 200, (response.status, body[:200])
+            return json.loads(body)
+        except OSError as error:
+            failure = error
+            time.sleep(2)
+        finally:
+            connection.close()
+    raise AssertionError(f"/bench/stats: {failure!r}")
+
+
+def count_diff(after, before):
+    return {key: value - before.get(key, 0) for key, value in after.items() if value - before.get(key, 0)}
+
+
+def prepare_capacity(n, cap):
+    """A fresh database with n socket users (a live session and a token each), the staff users, and
+    the users who will change state in the hold (their sessions loaded)."""
+    from django.db import connection
+
+    from users.models import PresenceSession
+
+    fresh_database()
+    started = time.monotonic()
+    tokens = bulk_sessions("cap", n)
+    staff_tokens = [token for _, token in log_in_users("capstaff", cap["staff_sockets"], staff=True)]
+    planned = round(n * cap["change_share_per_minute"] * cap["hold_seconds"] / 60)
+    changed_users = random.Random(n).sample([uid for uid, _ in tokens], min(n, planned))
+    sessions = {s.user_id: s for s in PresenceSession.objects.select_related("user").filter(user_id__in=changed_users)}
+    with connection.cursor() as cursor:  # statistics for the planner, as autovacuum keeps them in production
+        cursor.execute("ANALYZE")
+    connection.close()
+    return {
+        "tokens": tokens,
+        "staff_tokens": staff_tokens,
+        "changed_users": changed_users,
+        "sessions": sessions,
+        "planned": planned,
+        "setup_seconds": time.monotonic() - started,
+    }
+
+
+async def objects_of(server):
+    """The first server's tracked objects by type ({} when it does not answer in time)."""
+    try:
+        return (await asyncio.to_thread(server_stats, server.ports[0], objects=True))["objects"]
+    except AssertionError:
+        return {}
+
+
+class Servers:
+    """`count` ASGI server processes on ports of their own (one process holds at most what its
+    open files limit allows: 20,000 on the machine of bench/WS_CAPACITY.md), seen as one."""
+
+    def __init__(self, count, name, work, **kwargs):
+        self.members = []
+        try:
+            for k in range(count):
+                self.members.append(Server(name, work, **kwargs))
+                if count > 1:  # each its own log
+                    os.replace(self.members[-1].log.name, work / f"ws-bench-{name}-{k}.log")
+        except BaseException:
+            self.stop()
+            raise
+        self.ports = [member.port for member in self.members]
+        self.command = self.members[0].command
+        self.process = self.members[0].process
+
+    def rss_bytes(self):
+        return sum(member.rss_bytes() for member in self.members)
+
+    def cpu_seconds(self):
+        return sum(member.cpu_seconds() for member in self.members)
+
+    def pids(self):
+        return [pid for member in self.members for pid in member.pids()]
+
+    def stats(self):
+        """/bench/stats of every process: counters summed, timelines joined."""
+        merged = {}
+        for port in self.ports:
+            one = server_stats(port)
+            for key, value in one.items():
+                if isinstance(value, dict):
+                    merged.setdefault(key, Counter()).update(value)
+                elif isinstance(value, list) and key in ("gc_pauses", "lag"):
+                    merged.setdefault(key, []).extend(value)
+                else:
+                    merged.setdefault(key, value)
+        return {key: dict(value) if isinstance(value, Counter) else value for key, value in merged.items()}
+
+    def stop(self):
+        for member in self.members:
+            member.stop()
+
+
+async def capacity_level(n, cap, work, args, prepared):
+    """One count: n sockets opened by the generators, held cap["hold_seconds"] while 1% of their users
+    change state a minute and cap["staff_sockets"] staff sockets receive every change."""
+    from websockets.asyncio.client import connect
+
+    from users.services import presence
+
+    tokens, staff_tokens = prepared["tokens"], prepared["staff_tokens"]
+    setup_seconds = prepared["setup_seconds"]
+    server = Servers(
+        args.processes, args.server, work, app=CAPACITY_APP, extra=args.server_args, env=dict(args.server_env)
+    )
+    result = {
+        "sockets": n,
+        "server": args.server,
+        "server_command": " ".join(server.command[1:]),
+        "server_processes": args.processes,
+        "server_env": dict(args.server_env),
+        "settings": {name: os.environ.get(name) for name in CAPACITY_SETTINGS},
+        "scale": dict(cap),
+        "setup_seconds": setup_seconds,
+        "load_average_at_start": os.getloadavg(),
+    }
+    workers, loop = [], asyncio.get_running_loop()
+    try:
+        # The staff sockets first (websockets' client, as part 2), each pinging every period.
+        seen = [[] for _ in staff_tokens]  # per staff socket: (user id, status, when)
+        staff_closed = [0]
+        done = asyncio.Event()
+
+        async def staff_socket(index, token):
+            port = server.ports[index % len(server.ports)]
+            socket = await connect(f"ws://127.0.0.1:{port}/ws/presence/?token={token}", ping_interval=None)
+            assert json.loads(await socket.recv())["type"] == "hello"
+
+            async def pinger():
+                while not done.is_set():
+                    try:
+                        await asyncio.wait_for(done.wait(), timeout=cap["ping_period"])
+                    except TimeoutError:
+                        await socket.send('{"type":"ping"}')
+
+            async def reader():
+                try:
+                    async for raw in socket:
+                        if '"user_status_change"' in raw:
+                            frame = json.loads(raw)
+                            seen[index].append((int(frame["user_id"]), frame["online_status"], time.monotonic()))
+                except Exception:  # noqa: BLE001
+                    pass
+                if not done.is_set():
+                    staff_closed[0] += 1
+
+            return socket, loop.create_task(pinger()), loop.create_task(reader())
+
+        staff = [await staff_socket(i, token) for i, token in enumerate(staff_tokens)]
+        await asyncio.sleep(2.0)
+        objects_before = await objects_of(server)
+        rss = [(0, server.rss_bytes())]
+        result["rss_before_mb"] = rss[0][1] / 2**20
+
+        # The generators, each with its share of the sockets.
+        count = max(1, min(max(cap["generators"], args.processes), n))
+        shares = [tokens[k::count] for k in range(count)]
+        for k, share in enumerate(shares):
+            config = {
+                "port": server.ports[k % len(server.ports)],
+                "tokens": str(work / f"cap-tokens-{n}-{k}.txt"),
+                "result": str(work / f"cap-result-{n}-{k}.json"),
+                "seed": k,
+                "ping_period": cap["ping_period"],
+                "open_concurrency": max(1, cap["open_concurrency"] // count),
+                "ramp_limit": cap["ramp_limit"],
+            }
+            Path(config["tokens"]).write_text("".join(f"{token}\n" for _, token in share))
+            Path(config["result"] + ".config").write_text(json.dumps(config))
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.ws", "--capacity-worker", config["result"] + ".config",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
+            )  # fmt: skip
+            workers.append((process, config))
+        opened = [0] * count
+        finished = [False] * count
+        milestones = sorted({m for m in (1000, 2500, 5000, 10000, 15000, 20000, 30000, 40000) if m <= n} | {n})
+        ramp_started = time.monotonic()
+        cpu_ramp = {"server": server.cpu_seconds(), "generators": 0.0, "self": cpu_self()}
+        cpu_ramp["generators"] = sum(proc_cpu_seconds(p.pid) for p, _ in workers)
+
+        async def follow(k, process):
+            while True:
+                line = await process.stdout.readline()
+                if not line:
+                    finished[k] = True
+                    return
+                progress = json.loads(line)
+                opened[k] = progress["opened"]
+                if progress["done"]:
+                    finished[k] = True
+                    return
+
+        followers = [loop.create_task(follow(k, p)) for k, (p, _) in enumerate(workers)]
+        ramp_profile = None
+        if args.py_spy:
+            ramp_profile = await asyncio.create_subprocess_exec(
+                str(VENV_BIN / "py-spy"), "record", "--pid", str(server.process.pid), "--rate", "50", "--nonblocking",
+                "--format", "speedscope", "--output", str(work / f"py-spy-ramp-{n}.speedscope.json"),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        kept_at = time.monotonic()
+        while not all(finished):
+            await asyncio.sleep(0.5)
+            if time.monotonic() - kept_at > 30:
+                kept_at = time.monotonic()
+                await asyncio.to_thread(keep_connected, "cap")
+            total = sum(opened)
+            while milestones and total >= milestones[0]:
+                rss.append((total, server.rss_bytes()))
+                milestones.pop(0)
+        await asyncio.gather(*followers)
+        ramp_wall = time.monotonic() - ramp_started
+        if ramp_profile is not None:
+            import signal
+
+            if ramp_profile.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    ramp_profile.send_signal(signal.SIGINT)  # py-spy writes its profile and exits
+            await asyncio.wait_for(ramp_profile.wait(), timeout=120)
+            result["py_spy_ramp_exit"] = ramp_profile.returncode
+        result["open_seconds"] = ramp_wall
+        result["opened"] = sum(opened)
+        result["connects_per_second"] = sum(opened) / ramp_wall
+        result["ramp_cpu_share"] = {
+            "server": (server.cpu_seconds() - cpu_ramp["server"]) / ramp_wall / os.cpu_count(),
+            "generators": (sum(proc_cpu_seconds(p.pid) for p, _ in workers) - cpu_ramp["generators"])
+            / ramp_wall
+            / os.cpu_count(),
+        }
+        await asyncio.sleep(5.0)  # let the last opens settle (and a touch of the new sessions pass)
+        rss.append((sum(opened), server.rss_bytes()))
+        objects_after = await objects_of(server)
+        # The sockets of the first process (generator k opens on process k % processes).
+        first_share = max(1, sum(o for k, o in enumerate(opened) if k % len(server.ports) == 0))
+        result["tracked_objects"] = (
+            {}
+            if not (objects_before and objects_after)
+            else {
+                "before": objects_before["tracked"],
+                "after": objects_after["tracked"],
+                "per_socket": (objects_after["tracked"] - objects_before["tracked"]) / first_share,
+                "per_socket_by_type": {
+                    name: round((count - objects_before["by_type"].get(name, 0)) / first_share, 2)
+                    for name, count in objects_after["by_type"].items()
+                    if (count - objects_before["by_type"].get(name, 0)) / first_share >= 0.5
+                },
+            }
+        )
+        result["rss_after_mb"] = rss[-1][1] / 2**20
+        result["rss_at"] = [[k, b / 2**20] for k, b in rss]
+        result["rss_per_socket_kb"] = (rss[-1][1] - rss[0][1]) / max(1, sum(opened)) / 1024
+        steps = [(k, b) for k, b in rss if k]
+        result["rss_per_socket_kb_at"] = {str(k): (b - rss[0][1]) / k / 1024 for k, b in steps}
+
+        # The hold: pings (the generators), changes (here, in threads), deliveries to staff.
+        rng = random.Random(n)
+        changes_planned, changed_users, sessions = prepared["planned"], prepared["changed_users"], prepared["sessions"]
+        change_statements = [0]
+        changes = []  # (user id, status, answered)
+        change_errors = [0]
+
+        def change(user_id):
+            from django.db import connection as db
+
+            session = sessions[user_id]
+
+            def counted(execute, sql, params, many, context):
+                change_statements[0] += 1
+                return execute(sql, params, many, context)
+
+            try:
+                with db.execute_wrapper(counted):
+                    wrote = presence.record_activity(
+                        user=session.user, session=session, active=False, reported_status="away"
+                    )
+                if not wrote:
+                    change_errors[0] += 1
+                    return
+                changes.append((user_id, "away", time.monotonic()))
+            except Exception:  # noqa: BLE001
+                change_errors[0] += 1
+
+        cpu = {"server": server.cpu_seconds(), "self": cpu_self()}
+        cpu["generators"] = sum(proc_cpu_seconds(p.pid) for p, _ in workers)
+        others_before = busy_processes()
+        pressure_before = cpu_pressure_waiting()
+        pg_before = await asyncio.to_thread(pg_database_stats)
+        stats_before = await asyncio.to_thread(server.stats)
+        profile = None
+        hold_start = time.monotonic()
+        if args.py_spy:
+            profile_path = work / f"py-spy-{n}.speedscope.json"
+            profile = await asyncio.create_subprocess_exec(
+                str(VENV_BIN / "py-spy"), "record", "--pid", str(server.process.pid), "--duration",
+                str(int(cap["hold_seconds"])), "--rate", "100", "--nonblocking", "--idle", "--format", "speedscope",
+                "--output", str(profile_path), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            result["py_spy_profile"] = str(profile_path)
+        hold_end = hold_start + cap["hold_seconds"]
+        gap = cap["hold_seconds"] / max(1, len(changed_users))
+        pending = []
+        for i, user_id in enumerate(changed_users):
+            await sleep_until(hold_start + gap * (i + rng.random()))
+            pending.append(loop.run_in_executor(None, change, user_id))
+        await sleep_until(hold_end)
+        hold_wall = time.monotonic() - hold_start
+        cpu_after = {
+            "server": server.cpu_seconds(),
+            "self": cpu_self(),
+            "generators": sum(proc_cpu_seconds(p.pid) for p, _ in workers),
+        }
+        others_after = busy_processes()
+        pressure_after = cpu_pressure_waiting()
+        pg_after = await asyncio.to_thread(pg_database_stats)
+        stats_after = await asyncio.to_thread(server.stats)
+        result["rss_end_of_hold_mb"] = server.rss_bytes() / 2**20
+        await asyncio.gather(*pending)
+        await asyncio.sleep(cap["delivery_wait"])
+        done.set()
+        for process, _ in workers:
+            process.stdin.write(b"stop\n")
+            await process.stdin.drain()
+        if profile is not None:
+            result["py_spy_exit"] = await profile.wait()
+        for process, _ in workers:
+            await asyncio.wait_for(process.wait(), timeout=180)
+        outcomes = [json.loads(Path(config["result"]).read_text()) for _, config in workers]
+
+        # Figures.
+        cores = os.cpu_count()
+        pongs = [rtt for o in outcomes for at, rtt in o["pongs"] if hold_start <= at <= hold_end]
+        slow = sorted(
+            at - hold_start for o in outcomes for at, rtt in o["pongs"] if hold_start <= at <= hold_end and rtt > 0.1
+        )
+        result["hold_seconds"] = hold_wall
+        result["ping"] = {
+            **percentiles(pongs),
+            "p999": percentile(pongs, 99.9),
+            "max": max(pongs, default=float("nan")),
+            "over_100ms": len(slow),
+            # When in the hold the pongs over 100 ms came, by second: do they bunch?
+            "over_100ms_by_second": dict(sorted(Counter(int(at) for at in slow).items())),
+        }
+        latencies, missing = [], 0
+        for user_id, status, answered in changes:
+            for frames in seen:
+                times = [t for u, s, t in frames if u == user_id and s == status and t >= answered - 1.0]
+                if times:
+                    latencies.append(min(times) - answered)
+                else:
+                    missing += 1
+        result["changes"] = {
+            "made": len(changes),
+            "planned": changes_planned,
+            "per_minute": len(changes) / hold_wall * 60,
+            "failed": change_errors[0],
+            "statements_per_change": change_statements[0] / max(1, len(changes)),
+        }
+        result["delivery"] = {
+            **percentiles(latencies),
+            "max": max(latencies, default=float("nan")),
+            "pairs": len(changes) * len(seen),
+            "missing": missing,
+        }
+        server_statements = count_diff(stats_after["statements"], stats_before["statements"])
+        pg_delta = count_diff(pg_after, pg_before)
+        result["database"] = {
+            "server_statements_per_minute": sum(server_statements.values()) / hold_wall * 60,
+            "server_statements_by_kind_per_minute": {
+                k: round(v / hold_wall * 60, 1) for k, v in sorted(server_statements.items(), key=lambda kv: -kv[1])
+            },
+            "change_statements_per_minute": change_statements[0] / hold_wall * 60,
+            "pg_transactions_per_minute": (pg_delta.get("xact_commit", 0) + pg_delta.get("xact_rollback", 0))
+            / hold_wall
+            * 60,
+            "pg_rows_updated_per_minute": pg_delta.get("tup_updated", 0) / hold_wall * 60,
+            "pg_rows_read_per_minute": (pg_delta.get("tup_returned", 0) + pg_delta.get("tup_fetched", 0))
+            / hold_wall
+            * 60,
+        }
+        gc_pauses = [p for p in stats_after["gc_pauses"] if hold_start <= p[0] <= hold_end]
+        lag = [lg for lg in stats_after["lag"] if hold_start <= lg[0] <= hold_end]
+        result["server_gc"] = {
+            "collections": count_diff(stats_after["gc"], stats_before["gc"]),
+            "seconds": {
+                k: round(v, 3) for k, v in count_diff(stats_after["gc_seconds"], stats_before["gc_seconds"]).items()
+            },
+            "cpu_seconds": {
+                k: round(v, 3)
+                for k, v in count_diff(stats_after["gc_cpu_seconds"], stats_before["gc_cpu_seconds"]).items()
+            },
+            # Unreachable objects each generation's collections found (freed): cyclic garbage.
+            "collected": count_diff(stats_after["gc_collected"], stats_before["gc_collected"]),
+            # [seconds into the hold, generation, wall seconds, CPU seconds of the collecting thread]
+            "pauses_over_5ms": [
+                [round(at - hold_start, 2), gen, round(wall, 4), round(cpu, 4)] for at, gen, wall, cpu in gc_pauses
+            ][:300],
+            "full_collections_max_wall": max((w for _, g, w, _ in gc_pauses if g == 2), default=0.0),
+            "full_collections_max_cpu": max((c for _, g, _, c in gc_pauses if g == 2), default=0.0),
+            "threshold": stats_after["gc_threshold"],
+            "frozen": stats_after["gc_frozen"],
+        }
+        result["server_loop_lag"] = {
+            "over_20ms": len(lag),
+            "max": max((late for _, late, _ in lag), default=0.0),
+            # Stalls of the loop's own making: over 100 ms late with over 100 ms of its CPU used.
+            "busy_over_100ms": sum(1 for _, late, cpu in lag if late > 0.1 and cpu > 0.1),
+            "busy_max_cpu": max((cpu for _, _, cpu in lag), default=0.0),
+            # [seconds into the hold, seconds late, CPU seconds the loop's thread used meanwhile]
+            "worst": [
+                [round(at - hold_start, 2), round(late, 3), round(cpu, 3)]
+                for at, late, cpu in sorted(lag, key=lambda x: -x[1])[:20]
+            ],
+        }
+        gen_lag = [lg for o in outcomes for lg in o["lag"] if hold_start <= lg[0] <= hold_end]
+        result["generator_loop_lag"] = {"over_20ms": len(gen_lag), "max": max((lt for _, lt in gen_lag), default=0.0)}
+        mine = {os.getpid(), *server.pids(), *(p.pid for p, _ in workers)}
+        result["cpu_share"] = {
+            "server": (cpu_after["server"] - cpu["server"]) / hold_wall / cores,
+            "generators": (cpu_after["generators"] - cpu["generators"]) / hold_wall / cores,
+            "this_process": (cpu_after["self"] - cpu["self"]) / hold_wall / cores,
+            "others": others_busy(others_before, others_after, hold_wall, mine),
+            # The share of the hold in which some runnable task waited for a CPU (PSI "some").
+            "machine_cpu_pressure": (pressure_after - pressure_before) / hold_wall
+            if pressure_before is not None
+            else None,
+        }
+        result["errors"] = {
+            "open": sum(o["open_errors"] for o in outcomes),
+            "closed_early": sum(len(o["closed_early"]) for o in outcomes),
+            "close_codes": sorted({c for o in outcomes for _, c in o["closed_early"]}, key=str),
+            "pings_unanswered": sum(o["unanswered"] for o in outcomes),
+            "staff_closed": staff_closed[0],
+            "changes_failed": change_errors[0],
+            "deliveries_missing": missing,
+        }
+        result["error_count"] = sum(v for k, v in result["errors"].items() if k != "close_codes" and isinstance(v, int))
+        result["load_average_at_end"] = os.getloadavg()
+        for socket, pinger, reader in staff:
+            await socket.close()
+            await asyncio.gather(pinger, reader, return_exceptions=True)
+    finally:
+        for process, _ in workers:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        server.stop()
+    return result
+
+
+def capacity(args, work):
+    counts = [int(c) for c in args.capacity.split(",")]
+    cap = dict(CAPACITY)
+    for key in ("hold_seconds", "generators", "ramp_limit", "ping_period", "staff_sockets", "open_concurrency"):
+        if getattr(args, key, None) is not None:
+            cap[key] = getattr(args, key)
+    limit = raise_open_files(max(counts) + 1000)
+    os.environ.update(CAPACITY_SETTINGS, LOCAL_STATE_DIR=str(work))
+    import django
+
+    django.setup()
+    results = []
+    for n in counts:
+        print(f"capacity: {n:,} sockets (work folder {work})", file=sys.stderr, flush=True)
+        prepared = prepare_capacity(n, cap)
+        results.append(asyncio.run(with_threads(capacity_level(n, cap, work, args, prepared))))
+        results[-1]["open_files_limit"] = limit
+        (work / "ws_capacity.json").write_text(json.dumps(results, indent=1, default=str))
+        print(json.dumps(summary_of(results[-1])), file=sys.stderr, flush=True)
+    return results
+
+
+def summary_of(r):
+    return {
+        "sockets": r["sockets"],
+        "opened": r["opened"],
+        "ping_p50_ms": r["ping"]["p50"] * 1000,
+        "ping_p99_ms": r["ping"]["p99"] * 1000,
+        "delivery_p50_ms": r["delivery"]["p50"] * 1000,
+        "delivery_p99_ms": r["delivery"]["p99"] * 1000,
+        "rss_per_socket_kb": r["rss_per_socket_kb"],
+        "server_cpu": r["cpu_share"]["server"],
+        "generators_cpu": r["cpu_share"]["generators"],
+        "server_statements_per_minute": r["database"]["server_statements_per_minute"],
+        "errors": r["error_count"],
+    }
 
 
 def write_report(output, results, *, quick):

@@ -1,5 +1,6 @@
 """HTTP and the presence WebSocket, in one ASGI application (daphne or uvicorn)."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -30,3 +31,10 @@ application = ProtocolTypeRouter(
         "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns), allowed_origins()),
     }
 )
+
+from django.conf import settings  # noqa: E402
+
+gc.set_threshold(*settings.ASGI_GC_THRESHOLDS)
+if settings.ASGI_GC_FREEZE:
+    gc.collect()
+    gc.freeze()

@@ -192,6 +192,14 @@ PRESENCE_WS_IDLE_TIMEOUT = env.float("PRESENCE_WS_IDLE_TIMEOUT", default=90.0)
 PRESENCE_WS_AUTH_TIMEOUT = env.float("PRESENCE_WS_AUTH_TIMEOUT", default=10.0)
 # Users one non-staff socket may follow (Slack's presence_sub).
 PRESENCE_WS_MAX_SUBSCRIPTIONS = env.int("PRESENCE_WS_MAX_SUBSCRIPTIONS", default=500)
+# The ASGI process's garbage collector (offchat_backend/asgi.py; docs/realtime.md, "Capacity").
+# A full collection visits every object of every open socket (~100 each): at 5,000 sockets it
+# stopped the event loop for ~0.9 s of CPU every ~30 s, with Python's thresholds (700, 10, 10).
+# What start-up loaded is frozen out of collections (it is never garbage), and a young collection
+# waits for 50,000 new objects instead of 700: objects in flight (a ping being answered, a tick's
+# querysets) die before it instead of being promoted, so full collections stop in steady state.
+ASGI_GC_FREEZE = env.bool("ASGI_GC_FREEZE", default=True)
+ASGI_GC_THRESHOLDS = env.list("ASGI_GC_THRESHOLDS", cast=int, default=[50_000, 20, 10])
 
 
 # --- Celery -------------------------------------------------------------------

@@ -8,6 +8,8 @@ from datetime import datetime
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
@@ -26,6 +28,9 @@ logger = logging.getLogger(__name__)
 SUBPROTOCOL = "offchat.presence"
 TOKEN_SUBPROTOCOL_PREFIX = "token."
 MAX_FRAME_BYTES = 16 * 1024
+# Rows in one pushed `presence` frame (~200 bytes each): a batch of more (a mass transition: a
+# sweep, a restart's timeouts) goes in several frames, each under the server's 1 MiB message limit.
+ROWS_PER_FRAME = 1000
 # Flood control: a bucket of FRAME_BURST frames, refilled at FRAME_RATE per second.
 FRAME_BURST, FRAME_RATE = 30, 2.0
 
@@ -59,6 +64,32 @@ CLOSE_DETAILS = {
 
 class PresenceConsumer(AsyncWebsocketConsumer):
     listener: Listener | None = None
+    groups = ()  # no channel layer groups (and no empty list per socket)
+
+    # --- The message loop ------------------------------------------------------------------
+    # Channels' own loop, less what this consumer never uses and every frame paid for: a task
+    # per message awaited (await_many_dispatch) and a hop to the sync thread per message to close
+    # stale database connections (aclose_old_connections). This consumer uses no channel layer
+    # (the hub fans out in-process) and does all its database work through in_db_thread, which
+    # closes stale connections in the thread that runs it. A ping costs a few microseconds of
+    # the event loop, and nothing else.
+    async def __call__(self, scope, receive, send):
+        self.scope, self.channel_layer, self.base_send = scope, None, send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message):
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message):
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def connect(self):
         self.listener = None
@@ -185,11 +216,13 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         await self._resume(cursor)
 
     # --- Pushed by the hub ---------------------------------------------------------------------
-    async def send_changes(self, *, rows: list[dict], removed: list[int], cursor: feed.Cursor):
+    async def send_changes(
+        self, *, rows: list[dict], removed: list[int], cursor: feed.Cursor, since: feed.Cursor | None = None
+    ):
         rows = [row for row in rows if not self._is_stale(row["id"], cursor)]
         removed = [user_id for user_id in removed if not self._is_stale(user_id, cursor)]
         if rows or removed:
-            await self._send_rows(rows, removed=removed, cursor=cursor)
+            await self._send_rows(rows, removed=removed, cursor=cursor, since=since)
 
     async def send_resync_required(self):
         await self._error("resync_required", "Too many changes at once: fetch the list again, then resume.")
@@ -249,32 +282,45 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             changes = feed.changes_since(queryset=heard, cursor=cursor, now=now)
             viewer = SimpleNamespace(is_staff=is_staff, pk=viewer_id)
             removed = [pk for pk in changes.removed_ids if subscriptions is None or pk in subscriptions]
-            return rows_for(changes.users, viewer=viewer, now=now), removed, changes.cursor
+            return rows_for(changes.users, viewer=viewer, now=now), removed, changes.cursor, cursor
 
         try:
-            rows, removed, cursor = await in_db_thread(read)()
+            rows, removed, cursor, since = await in_db_thread(read)()
         except DomainError as refused:
             await self._error(refused.code, refused.message)
             return
         self.floors = {"*": cursor.at}
-        await self._send_rows(list(rows.values()), removed=removed, cursor=cursor)
+        await self._send_rows(list(rows.values()), removed=removed, cursor=cursor, since=since)
 
     def _is_stale(self, user_id: int, cursor: feed.Cursor) -> bool:
         floor = self.floors.get(user_id) or self.floors.get("*")
         return floor is not None and cursor.at <= floor
 
-    async def _send_rows(self, rows, *, removed, cursor):
-        await self._send({"type": "presence", "users": rows, "removed": removed, "cursor": str(cursor)})
-        for row in rows:
-            # The OffChat frontend's frame, one per change.
+    async def _send_rows(self, rows, *, removed, cursor, since=None):
+        """A `presence` frame (several past ROWS_PER_FRAME rows: all but the last carry `since`,
+        where the batch started, so that a client that resumes from one of them misses nothing),
+        then the frontend's `user_status_change` frame for each row."""
+        chunks = [rows[start : start + ROWS_PER_FRAME] for start in range(0, len(rows), ROWS_PER_FRAME)] or [[]]
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
             await self._send(
                 {
-                    "type": "user_status_change",
-                    "user_id": str(row["id"]),
-                    "username": row["username"],
-                    "online_status": row["online_status"],
+                    "type": "presence",
+                    "users": chunk,
+                    "removed": removed if last else [],
+                    "cursor": str(cursor if last or since is None else since),
                 }
             )
+            for row in chunk:
+                # The OffChat frontend's frame, one per change.
+                await self._send(
+                    {
+                        "type": "user_status_change",
+                        "user_id": str(row["id"]),
+                        "username": row["username"],
+                        "online_status": row["online_status"],
+                    }
+                )
 
     def _within_rate(self) -> bool:
         now = time.monotonic()
