@@ -125,8 +125,13 @@ def crossed_a_limit_q(*, since: datetime, now: datetime) -> Q:
     of change)."""
     return Q(online_status__in=PRESENT_STATUSES) & (
         Q(last_seen__gt=since - inactivity_timeout(), last_seen__lte=now - inactivity_timeout())
-        | Q(last_active__gt=since - away_after(), last_active__lte=now - away_after())
+        | input_went_stale_q(since=since, now=now)
     )
+
+
+def input_went_stale_q(*, since: datetime, now: datetime) -> Q:
+    """Users whose last input crossed PRESENCE_AWAY_AFTER between `since` and `now`."""
+    return Q(last_active__gt=since - away_after(), last_active__lte=now - away_after())
 
 
 # --- The stored status across devices: Python and SQL ---------------------------------

@@ -12,12 +12,17 @@ interval may run up to one sweep interval past the clock's transition.
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, DateTimeField, F, OuterRef, Subquery, Value, When
+from django.db.models import Case, DateTimeField, F, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 
 from users.models import OnlineStatus, PresenceCount, PresenceInterval, User
-from users.presence_rules import away_after, effective_status, inactivity_timeout, status_q
+from users.presence_rules import away_after, effective_status, inactivity_timeout, input_went_stale_q, status_q
 from users.selectors.presence import status_counts
+
+# How far back a sweep looks for the clock's away transitions, before the previous sweep:
+# a user whose row was locked by another writer at that sweep (skipped, not waited for) is
+# found by one of the next ten sweeps, and the read stays bounded by recent transitions.
+RECHECKED_SWEEPS_SPAN = timedelta(minutes=10)
 
 
 def record_shown_statuses(*, users: list[User], at: datetime) -> None:
@@ -84,15 +89,26 @@ def close_timed_out(*, user_id: int, at: datetime) -> None:
     )
 
 
-def record_clock_transitions(*, now: datetime) -> None:
+def record_clock_transitions(*, now: datetime, since: datetime | None = None) -> None:
     """Users shown away by the clock alone (online stored, no input for PRESENCE_AWAY_AFTER)
     whose open interval still says online: it ends, and an away one starts, at the moment the
     clock turned them away. Users whose row another writer holds are left to that writer
-    (it records what it changes). Four statements at most, whatever the count."""
+    (it records what it changes). Four statements at most, whatever the count.
+
+    `since`: the previous call's `now` (the last sweep's). Users whose input went stale
+    before it were recorded then, so only those whose input went stale since (and over
+    RECHECKED_SWEEPS_SPAN before, for a row another writer held then) are read, not every
+    present user."""
     still_online = PresenceInterval.objects.filter(ended_at__isnull=True, status=OnlineStatus.ONLINE)
+    turned_away = User.objects.filter(
+        status_q(OnlineStatus.AWAY, now=now), online_status=OnlineStatus.ONLINE, manual_status__isnull=True
+    )
+    if since is not None and since < now:
+        turned_away = turned_away.filter(
+            input_went_stale_q(since=since - RECHECKED_SWEEPS_SPAN, now=now) | Q(last_active__isnull=True)
+        )
     last_active = dict(
-        User.objects.select_for_update(skip_locked=True)
-        .filter(status_q(OnlineStatus.AWAY, now=now), online_status=OnlineStatus.ONLINE, manual_status__isnull=True)
+        turned_away.select_for_update(skip_locked=True)
         .filter(pk__in=still_online.values("user_id"))
         .values_list("pk", "last_active")
     )

@@ -372,9 +372,10 @@ def mark_inactive_users_offline(*, now=None) -> int:
     """End sessions idle past PRESENCE_INACTIVITY_TIMEOUT; users with none left go offline.
 
     An idle-ended session is not revoked: its tokens stay valid and its next request
-    revives it. Rows are locked with SELECT ... FOR UPDATE, which on PostgreSQL re-checks
-    the WHERE on a row that a heartbeat committed meanwhile, so an active user never ends
-    offline. Users present with no last_seen at all (set by an admin) count as inactive.
+    revives it. Sessions are ended by one UPDATE and users locked with SELECT ... FOR UPDATE;
+    both re-check the WHERE on PostgreSQL on a row that a heartbeat committed meanwhile, so an
+    active user never ends offline. Set-based: the statements carry the cutoff, not lists of
+    the thousands of ids they touch (only the few users who keep another session are named). Users present with no last_seen at all (set by an admin) count as inactive.
     One sweep at a time: a sweep that finds another running (two beats by mistake, or a
     sweep still running when the next is due) skips, and the running one does the work.
     Bounded: on PostgreSQL a statement that runs, or waits for a lock, longer than
@@ -403,49 +404,69 @@ def _sweep(*, now) -> int:
         if not _lock_the_sweep():
             log_event(logger, "presence_sweep_skipped", reason="another sweep is running")
             return 0
-        idle = list(
-            PresenceSession.objects.select_for_update()
-            .filter(ended_at__isnull=True, last_seen__lt=cutoff)
-            .order_by("pk")  # not the model's created_at order: nothing to sort but the locks
-            .values_list("pk", "user_id")
+        # The idle sessions end in the statement that finds them (PostgreSQL re-checks the WHERE
+        # on a row a heartbeat committed meanwhile); their users come back, not their ids go out.
+        idle_users = _end_idle_sessions(cutoff=cutoff, now=now)
+        # Stale users are locked, then written through the same filter, never through a list of
+        # their ids: a list of 10,000 parameters cost more to build and plan than the writes.
+        stale_users = User.objects.filter(online_status__in=PRESENT_STATUSES).filter(
+            Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True)
         )
-        if idle:
-            PresenceSession.objects.filter(pk__in=[pk for pk, _ in idle]).update(
-                ended_at=now, end_reason=SessionEndReason.IDLE
-            )
-        stale = set(
-            User.objects.select_for_update()
-            .filter(online_status__in=PRESENT_STATUSES)
-            .filter(Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True))
-            .values_list("pk", flat=True)
-        )
-        regrouped = _users_whose_sessions_report_otherwise(user_ids={user_id for _, user_id in idle} - stale)
+        stale = set(stale_users.select_for_update().values_list("pk", flat=True))
+        regrouped = _users_whose_sessions_report_otherwise(user_ids=set(idle_users) - stale)
         # History first: the feed counter stays the last lock taken.
         history.close_for_inactivity(user_ids=stale)
         if regrouped:
             after = User.objects.filter(pk__in=regrouped).annotate(reported=aggregate_status_expression())
             users = [_with_status(user, user.reported) for user in after]
             history.record_shown_statuses(users=users, at=now)
-        history.record_clock_transitions(now=now)
+        history.record_clock_transitions(now=now, since=_last_sweep_at())
         if stale or regrouped:
-            # Every row below is locked already, so the counter is still the last lock taken;
-            # status and feed id go in one UPDATE: one new row version per user, not two.
+            # Every row below is locked already (so the filter finds the same rows, and the
+            # counter is still the last lock taken); status and feed id go in one UPDATE: one
+            # new row version per user, not two.
             update_id = next_feed_id()
-            User.objects.filter(pk__in=stale).update(online_status=OnlineStatus.OFFLINE, presence_update_id=update_id)
-            User.objects.filter(pk__in=regrouped).update(
-                online_status=aggregate_status_expression(), presence_update_id=update_id
-            )
+            if stale:
+                stale_users.update(online_status=OnlineStatus.OFFLINE, presence_update_id=update_id)
+            if regrouped:
+                User.objects.filter(pk__in=regrouped).update(
+                    online_status=aggregate_status_expression(), presence_update_id=update_id
+                )
         prune_tombstones(older_than=now - timedelta(seconds=settings.PRESENCE_FEED_MAX_AGE))
         duration = time.perf_counter() - started
-        _record_sweep(finished_at=now, duration=duration, users_marked_offline=len(stale), sessions_ended=len(idle))
+        _record_sweep(
+            finished_at=now, duration=duration, users_marked_offline=len(stale), sessions_ended=len(idle_users)
+        )
     log_event(
         logger,
         "presence_sweep",
         users_marked_offline=len(stale),
-        sessions_ended=len(idle),
+        sessions_ended=len(idle_users),
         duration_ms=round(duration * 1000, 1),
     )
     return len(stale)
+
+
+def _end_idle_sessions(*, cutoff: datetime, now: datetime) -> list[int]:
+    """End the live sessions last seen before `cutoff`, in one statement; the user of each
+    (a user once per session ended). UPDATE ... RETURNING, which the ORM's update() lacks."""
+    table = connection.ops.quote_name(PresenceSession._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET ended_at = %s, end_reason = %s"
+            " WHERE ended_at IS NULL AND last_seen < %s RETURNING user_id",
+            [
+                connection.ops.adapt_datetimefield_value(now),
+                SessionEndReason.IDLE,
+                connection.ops.adapt_datetimefield_value(cutoff),
+            ],
+        )
+        return [user_id for (user_id,) in cursor.fetchall()]
+
+
+def _last_sweep_at() -> datetime | None:
+    """When the last sweep that committed ran (its `now`), or None before the first."""
+    return PresenceSweep.objects.filter(pk=1).values_list("finished_at", flat=True).first()
 
 
 def _with_status(user: User, status: str) -> User:
@@ -461,17 +482,20 @@ def _bound_each_statement(*, seconds: int) -> None:
 
 def _users_whose_sessions_report_otherwise(*, user_ids: set[int]) -> list[int]:
     """Of users who lost a session but keep another, those whose remaining sessions report
-    another status than the stored one. Two statements whatever their number: lock the
-    rows, then compare each with what its live sessions now report."""
+    another status than the stored one. Two statements whatever their number: lock the rows
+    (reading the stored status), then read those users' live sessions through the partial
+    index of live sessions, and compare with the rule's Python form. (The rule's SQL form in
+    a WHERE let PostgreSQL hash every live session of every user to check a thousand.)"""
     if not user_ids:
         return []
-    locked = list(User.objects.select_for_update().filter(pk__in=user_ids).order_by("pk").values_list("pk", flat=True))
-    return list(
-        User.objects.filter(pk__in=locked)
-        .alias(reported=aggregate_status_expression())
-        .exclude(online_status=F("reported"))
-        .values_list("pk", flat=True)
+    stored = dict(
+        User.objects.select_for_update().filter(pk__in=user_ids).order_by("pk").values_list("pk", "online_status")
     )
+    reports: dict[int, list[str]] = {}
+    live = PresenceSession.objects.filter(user_id__in=stored, ended_at__isnull=True).order_by()
+    for user_id, reported_status in live.values_list("user_id", "reported_status"):
+        reports.setdefault(user_id, []).append(reported_status)
+    return [user_id for user_id, status in stored.items() if aggregate_status(reports.get(user_id, ())) != status]
 
 
 def _lock_the_sweep() -> bool:

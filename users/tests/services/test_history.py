@@ -153,6 +153,37 @@ class TestTheSweep:
         presence.end_session(session=reload(other_device), reason="forced", at=NOW + timedelta(minutes=6))
         assert intervals(user) == [("online", NOW, NOW + AWAY_AFTER), ("away", NOW + AWAY_AFTER, None)]
 
+    def test_a_sweep_reads_only_users_whose_input_went_stale_since_the_last_sweep_and_a_span_before(self):
+        """Each sweep passes the previous sweep's time: users the clock turned away long before
+        it were recorded then (or by their own writes) and are not read again; those within
+        RECHECKED_SWEEPS_SPAN before it are, in case another writer held their row then."""
+        from users.services.history import RECHECKED_SWEEPS_SPAN
+
+        recent, within_span, long_ago = UserFactory(), UserFactory(), UserFactory()
+        turned_at = {
+            recent.pk: NOW - timedelta(seconds=30),
+            within_span.pk: NOW - timedelta(minutes=1) - RECHECKED_SWEEPS_SPAN + timedelta(seconds=30),
+            long_ago.pk: NOW - timedelta(minutes=1) - RECHECKED_SWEEPS_SPAN - timedelta(seconds=30),
+        }
+        for user_id, at in turned_at.items():
+            session = presence.start_session(user=User.objects.get(pk=user_id), at=at - AWAY_AFTER)
+            presence.touch_sessions(session_ids=[session.pk], at=NOW - timedelta(seconds=5))  # socket, no input
+        presence.mark_inactive_users_offline(now=NOW - timedelta(minutes=1))  # an earlier sweep, told nothing
+        PresenceInterval.objects.filter(status="away").delete()  # as if it had not seen them
+        PresenceInterval.objects.update(ended_at=None)
+
+        presence.mark_inactive_users_offline(now=NOW)
+
+        assert intervals(recent)[-1] == ("away", turned_at[recent.pk], None)
+        assert intervals(within_span)[-1] == ("away", turned_at[within_span.pk], None)
+        assert intervals(long_ago) == [("online", turned_at[long_ago.pk] - AWAY_AFTER, None)]  # not read again
+
+    def test_without_a_previous_sweep_every_user_the_clock_turned_away_is_recorded(self, user):
+        session = presence.start_session(user=user, at=NOW - timedelta(days=1))
+        presence.touch_sessions(session_ids=[session.pk], at=NOW - timedelta(seconds=5))
+        presence.mark_inactive_users_offline(now=NOW)
+        assert intervals(user)[-1] == ("away", NOW - timedelta(days=1) + AWAY_AFTER, None)
+
     def test_a_user_who_lost_one_of_two_sessions_is_recorded_as_the_rest_reports(self, user):
         presence.start_session(user=user, at=NOW - TIMEOUT * 3)
         laptop = presence.start_session(user=user, at=NOW - timedelta(seconds=10))
