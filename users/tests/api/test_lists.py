@@ -9,9 +9,12 @@ from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIRequestFactory
 
 from users.api.pagination import CappedCountPagination
+from users.api.serializers import lists as serializers
 from users.models import OnlineStatus, User
+from users.presence_rules import away_after, inactivity_timeout
 from users.services import presence
 from users.tests.factories import StaffFactory, UserFactory
 from users.tests.helpers import (
@@ -30,6 +33,7 @@ from users.tests.helpers import (
     set_status_url,
     status_url,
     stored,
+    users_in_every_state,
 )
 
 pytestmark = pytest.mark.django_db
@@ -560,3 +564,27 @@ def test_keyset_paging_is_for_staff_lists_and_the_directory_alike(user_client, a
     assert len(body["results"]) == 2 and body["next"]
     assert api_client.get(ADMIN_USERS, {"paging": "keyset"}).status_code == 401
     assert user_client.get(ADMIN_USERS, {"paging": "keyset"}).status_code == 403
+
+
+@pytest.mark.parametrize("serializer_name", ["AdminUserSerializer", "DirectoryUserSerializer"])
+def test_list_rows_built_by_hand_are_exactly_the_declared_fields_for_every_state_and_viewer(serializer_name):
+    second = timedelta(seconds=1)
+    ages = [None, 5 * second, inactivity_timeout() + second, away_after() + second]
+    users = users_in_every_state(now=NOW, ages=ages, manual_statuses=[None, "online", "away"])
+    User.objects.filter(pk__in=[u.pk for u in users[::2]]).update(share_presence=False, is_staff=True)
+    users = list(User.objects.filter(pk__in=[u.pk for u in users]).order_by("pk"))
+    viewers = [StaffFactory(), UserFactory(), users[0], users[1]]
+    serializer_class = getattr(serializers, serializer_name)
+    compared = 0
+    for viewer in viewers:
+        request = APIRequestFactory().get("/")
+        request.user = viewer
+        serializer = serializer_class(context={"request": request, "presence_now": NOW})
+        for user in users:
+            by_hand = serializer.to_representation(user)
+            assert by_hand == serializer.to_representation_field_by_field(user), (viewer.pk, user.pk)
+            assert list(by_hand) == list(serializer.fields)  # same keys, same order
+            compared += 1
+    assert compared == len(viewers) * len(users)
+    rows = serializer_class(users, many=True, context={"request": request, "presence_now": NOW}).data
+    assert {row["online_status"] for row in rows} == {"online", "away", "offline"}  # the grid covers them all
