@@ -281,20 +281,38 @@ def free_port():
         return probe.getsockname()[1]
 
 
+# gunicorn's worker classes compared for the HTTP API (--only workers): the class's flags, the
+# application it serves and its environment. gthread: 4 threads a worker (Django's connections
+# are per thread, CONN_MAX_AGE keeps them); uvicorn: the ASGI application, Django's sync views
+# in its thread pool, with no persistent connections (Django's advice under ASGI: with
+# CONN_MAX_AGE each request's thread kept one open, and 3 workers ran PostgreSQL's 100 out).
+WORKER_CLASSES = {
+    "sync": ([], "offchat_backend.wsgi:application", {}),
+    "gthread": (["--worker-class=gthread", "--threads=4"], "offchat_backend.wsgi:application", {}),
+    "uvicorn": (
+        ["--worker-class=uvicorn_worker.UvicornWorker"],
+        "offchat_backend.asgi:application",
+        {"CONN_MAX_AGE": "0"},
+    ),
+}
+
+
 @contextmanager
-def gunicorn(*, workers, middleware=True, throttles=False, log_path):
+def gunicorn(*, workers, middleware=True, throttles=False, log_path, worker_class="sync"):
     import urllib.error
     import urllib.request
 
     port = free_port()
+    flags, application, class_env = WORKER_CLASSES[worker_class]
     env = {
         **os.environ,
         "BENCH_PRESENCE_MIDDLEWARE": "1" if middleware else "0",
         "BENCH_THROTTLES": "1" if throttles else "0",
+        **class_env,
     }
     command = [
-        str(VENV_BIN / "gunicorn"), "offchat_backend.wsgi:application", f"--bind=127.0.0.1:{port}",
-        f"--workers={workers}", "--backlog=2048", "--timeout=60",
+        str(VENV_BIN / "gunicorn"), application, f"--bind=127.0.0.1:{port}",
+        f"--workers={workers}", "--backlog=2048", "--timeout=60", *flags,
     ]  # fmt: skip
     with open(log_path, "ab") as output:
         server = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -952,13 +970,14 @@ def throughput(*, tokens_path, workers, seconds, rounds, log_path):
     }
 
 
-def capacity(*, levels, probe_seconds, sustain_seconds, workers, log_path):
+def capacity(*, levels, probe_seconds, sustain_seconds, workers, log_path, worker_class="sync"):
     """Row 7: the most clients (30 s heartbeats, a read a minute) held with p99 < 100 ms and
-    no errors: a probe per level, then the best level sustained."""
+    no errors: a probe per level, then the best level sustained (sustain_seconds=0: probes
+    only)."""
     tokens_path = BENCH / ".capacity-tokens.txt"
     mint_tokens(user_ids=range(1, max(levels) + 1), path=tokens_path)
     probes, best = [], None
-    with gunicorn(workers=workers, log_path=log_path) as url:
+    with gunicorn(workers=workers, log_path=log_path, worker_class=worker_class) as url:
 
         def run(clients, seconds):
             command = [
@@ -973,13 +992,16 @@ def capacity(*, levels, probe_seconds, sustain_seconds, workers, log_path):
             probe = run(clients, probe_seconds)
             probe["passed"] = probe["errors"] == 0 and probe["p99_ms"] is not None and probe["p99_ms"] < 100
             probes.append(probe)
-            log(f"capacity probe {clients}: p99 {probe['p99_ms']:.1f} ms, {probe['errors']} errors")
+            log(
+                f"capacity probe {clients}: p99 {probe['p99_ms']:.1f} ms, {probe['errors']} errors, "
+                f"load generator {probe['generator_cpu_share']:.0%} and machine {probe['machine_cpu_share']:.0%} busy"
+            )
             if not probe["passed"]:
                 break
             best = clients
         # The best probe may not hold for the whole duration: step down until a level does.
         attempts = []
-        for clients in reversed([probe["clients"] for probe in probes if probe["passed"]]):
+        for clients in reversed([probe["clients"] for probe in probes if probe["passed"]] if sustain_seconds else []):
             attempt = run(clients, sustain_seconds)
             attempt["passed"] = attempt["errors"] == 0 and attempt["p99_ms"] < 100
             attempts.append(attempt)
@@ -988,7 +1010,27 @@ def capacity(*, levels, probe_seconds, sustain_seconds, workers, log_path):
                 break
     tokens_path.unlink()
     held = next((attempt for attempt in attempts if attempt["passed"]), None)
-    return {"probes": probes, "best_probe": best, "sustained_attempts": attempts, "sustained": held}
+    return {
+        "worker_class": worker_class,
+        "probes": probes,
+        "best_probe": best,
+        "sustained_attempts": attempts,
+        "sustained": held,
+    }
+
+
+def worker_classes(*, scale, log_path):
+    """The capacity row's probes under each of gunicorn's worker classes (WORKER_CLASSES),
+    the same workers and clients, one class after the other: what picks the class."""
+    seed(total=max(scale["capacity_levels"]) + 1, online=1, stale=0, several=0)  # the clients' users
+    results = {}
+    for worker_class in WORKER_CLASSES:
+        log(f"worker class {worker_class}")
+        results[worker_class] = capacity(
+            levels=scale["capacity_levels"], probe_seconds=scale["capacity_probe_seconds"], sustain_seconds=0,
+            workers=scale["gunicorn_workers"], log_path=log_path, worker_class=worker_class,
+        )  # fmt: skip
+    return results
 
 
 # --- Report -----------------------------------------------------------------------------
@@ -1015,7 +1057,7 @@ def versions():
 
 
 LARGE_TABLE_ROWS = ("sweep", "admin_list", "feed")
-ONLY_ROWS = (*LARGE_TABLE_ROWS, "throughput")
+ONLY_ROWS = (*LARGE_TABLE_ROWS, "throughput", "workers")
 
 
 def large_table_rows(*, scale, only, log_path):
@@ -1069,6 +1111,9 @@ def main():
         help=f"only these rows ({','.join(ONLY_ROWS)}: 4-6, and 1-2), printed as JSON (and written to "
         "only.json in --output); REPORT.md untouched",
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="consecutive full runs; REPORT.md shows each row's median run and every run"
+    )
     args = parser.parse_args()
     if args.only and not set(args.only) <= set(ONLY_ROWS):
         parser.error(f"--only takes some of {','.join(ONLY_ROWS)}")
@@ -1076,6 +1121,8 @@ def main():
         results = json.loads((args.output / "results.json").read_text())
         (args.output / "REPORT.md").write_text(report(results))
         return
+    if args.runs < 1:
+        parser.error("--runs takes a whole number from 1")
     scale = QUICK if args.quick else FULL
     args.output.mkdir(parents=True, exist_ok=True)
     log_path = args.output / "gunicorn.log"
@@ -1101,12 +1148,27 @@ def main():
                 rounds=scale["load_rounds"], log_path=log_path,
             )  # fmt: skip
             tokens_path.unlink()
+        if "workers" in args.only:
+            results["worker_classes"] = worker_classes(scale=scale, log_path=log_path)
         output = json.dumps(results, indent=2, default=str)
         (args.output / "only.json").write_text(output)
         print(output)
         return
 
-    results = {"mode": "quick" if args.quick else "full", "scale": scale, "machine": versions()}
+    runs = []
+    for run in range(args.runs):
+        if args.runs > 1:
+            log(f"full run {run + 1} of {args.runs}")
+        runs.append(full_run(scale=scale, settings=settings, log_path=log_path))
+        # Written after each run: what finished is kept if a later run fails.
+        results = runs[0] if len(runs) == 1 else {"runs": runs}
+        (args.output / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        (args.output / "REPORT.md").write_text(report(json.loads(json.dumps(results, default=str))))
+    log(f"wrote {args.output / 'REPORT.md'}")
+
+
+def full_run(*, scale, settings, log_path):
+    results = {"mode": "quick" if scale is QUICK else "full", "scale": scale, "machine": versions()}
     results["settings"] = {
         name: getattr(settings, name)
         for name in ("PRESENCE_HEARTBEAT_INTERVAL", "PRESENCE_WRITE_GRANULARITY", "PRESENCE_INACTIVITY_TIMEOUT")
@@ -1130,15 +1192,13 @@ def main():
         sustain_seconds=scale["capacity_sustain_seconds"], workers=scale["gunicorn_workers"], log_path=log_path,
     )  # fmt: skip
     results["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    (args.output / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    (args.output / "REPORT.md").write_text(report(results))
-    log(f"wrote {args.output / 'REPORT.md'}")
+    return results
 
 
 def report(r):
-    from bench.report import render
+    from bench.report import render, render_runs
 
-    return render(r, GOALS)
+    return render_runs(r["runs"], GOALS) if "runs" in r else render(r, GOALS)
 
 
 if __name__ == "__main__":

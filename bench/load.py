@@ -10,7 +10,9 @@ falls behind shows it (no coordinated omission). Prints one JSON line of results
 import argparse
 import asyncio
 import json
+import os
 import random
+import resource
 import time
 
 import aiohttp
@@ -49,6 +51,7 @@ async def main(args):
     if len(tokens) < args.clients:
         raise SystemExit(f"only {len(tokens)} tokens for {args.clients} clients")
     latencies, failures = [], []
+    busy_before, cpu_before = _machine_busy(), _own_cpu()
     connector = aiohttp.TCPConnector(limit=args.connections)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -60,6 +63,8 @@ async def main(args):
                 for token in tokens
             )
         )
+    elapsed = time.monotonic() - start
+    busy_after, cpu_after = _machine_busy(), _own_cpu()
     latencies.sort()
 
     def percentile(share):
@@ -77,9 +82,26 @@ async def main(args):
                 "max_ms": latencies[-1] * 1000 if latencies else None,
                 "errors": len(failures),
                 "error_kinds": sorted({str(kind) for kind in failures})[:5],
+                # Shares of the whole machine (all cores) over the run: this load generator's
+                # CPU, and every process's (the server, the database, Redis and this).
+                "generator_cpu_share": (cpu_after - cpu_before) / elapsed / os.cpu_count(),
+                "machine_cpu_share": (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1),
             }
         )
     )
+
+
+def _own_cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy():
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
 
 
 if __name__ == "__main__":

@@ -374,8 +374,10 @@ def mark_inactive_users_offline(*, now=None) -> int:
     An idle-ended session is not revoked: its tokens stay valid and its next request
     revives it. Sessions are ended by one UPDATE and users locked with SELECT ... FOR UPDATE;
     both re-check the WHERE on PostgreSQL on a row that a heartbeat committed meanwhile, so an
-    active user never ends offline. Set-based: the statements carry the cutoff, not lists of
-    the thousands of ids they touch (only the few users who keep another session are named). Users present with no last_seen at all (set by an admin) count as inactive.
+    active user never ends offline. Sessions and users are written through the cutoff, not
+    through lists of their ids; only the history's intervals are closed by id (an index probe
+    each, a plan no statistics can turn into a scan of every user). Users present with no
+    last_seen at all (set by an admin) count as inactive.
     One sweep at a time: a sweep that finds another running (two beats by mistake, or a
     sweep still running when the next is due) skips, and the running one does the work.
     Bounded: on PostgreSQL a statement that runs, or waits for a lock, longer than
