@@ -437,17 +437,7 @@ def sweep(*, total, online, stale, several, trials):
     now = seeded_at + timedelta(seconds=1)
 
     def reset():
-        """Back to the seeded state, the table vacuumed as autovacuum would have, and the
-        previous sweep a minute ago (beat's schedule: what it recorded then is not read again)."""
-        execute("UPDATE users SET online_status = 'online' WHERE id BETWEEN %s AND %s", [first, last])
-        execute(
-            "UPDATE presence_sessions SET ended_at = NULL, end_reason = '' WHERE user_id BETWEEN %s AND %s",
-            [first, last],
-        )
-        execute("DELETE FROM presence_intervals WHERE user_id BETWEEN %s AND %s AND status = 'away'", [first, last])
-        execute("UPDATE presence_intervals SET ended_at = NULL WHERE user_id BETWEEN %s AND %s", [first, last])
-        execute("UPDATE presence_sweep SET finished_at = %s", [now - timedelta(minutes=1)])
-        execute("VACUUM users, presence_sessions, presence_intervals")
+        reset_sweep(first=first, last=last, now=now)
 
     timings = []
     for _ in range(trials):
@@ -490,6 +480,21 @@ def sweep(*, total, online, stale, several, trials):
         "check": check,
         "plans": plans,
     }
+
+
+def reset_sweep(*, first, last, now):
+    """Back to the seeded state of users first..last (the stale ones), the tables vacuumed as
+    autovacuum would have, and the previous sweep a minute ago (beat's schedule: what it
+    recorded then is not read again)."""
+    execute("UPDATE users SET online_status = 'online' WHERE id BETWEEN %s AND %s", [first, last])
+    execute(
+        "UPDATE presence_sessions SET ended_at = NULL, end_reason = '' WHERE user_id BETWEEN %s AND %s",
+        [first, last],
+    )
+    execute("DELETE FROM presence_intervals WHERE user_id BETWEEN %s AND %s AND status = 'away'", [first, last])
+    execute("UPDATE presence_intervals SET ended_at = NULL WHERE user_id BETWEEN %s AND %s", [first, last])
+    execute("UPDATE presence_sweep SET finished_at = %s", [now - timedelta(minutes=1)])
+    execute("VACUUM users, presence_sessions, presence_intervals")
 
 
 def _check_sweep(*, now, first, first_of_several, last):

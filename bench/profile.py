@@ -44,7 +44,9 @@ def main():
     online = args.online
     bench.seed(total=args.users, online=online, stale=0)
     bench.make_statistics_stale(online=online)
-    tokens_path = bench.mint_tokens(user_ids=range(2, 2_002), path=bench.BENCH / ".profile-tokens.txt")
+    # Clients' tokens: users the churn leaves alone (it signs out the last 0.5% of the online).
+    token_users = min(2_000, online - online // 200 - 1)
+    tokens_path = bench.mint_tokens(user_ids=range(2, token_users + 2), path=bench.BENCH / ".profile-tokens.txt")
     staff_path = bench.BENCH / ".profile-staff-token.txt"
     staff_path.write_text(auth.log_in(user=User.objects.get(pk=1)).access + "\n")
     results = {}
@@ -77,7 +79,68 @@ def main():
     finally:
         tokens_path.unlink(missing_ok=True)
         staff_path.unlink(missing_ok=True)
+    results["sweep"] = _profile_sweep(total=args.users, online=online)
     print(json.dumps(results, indent=1))
+
+
+def _profile_sweep(*, total, online, trials=7):
+    """Row 4's sweep (10% of the online users stale, a tenth of those on one of several
+    sessions), in this process, sampled with its waits (--idle): the share of a sweep spent
+    waiting for PostgreSQL's answers against the share in Python."""
+    import os
+    from datetime import timedelta
+
+    from users.services import presence
+
+    stale = online // 10
+    seeded_at, _ = bench.seed(total=total, online=online, stale=stale, several=stale // 10)
+    first, last = online + 1, online + stale
+    now = seeded_at + timedelta(seconds=1)
+    with tempfile.TemporaryDirectory() as work:
+        raw = Path(work) / "sweep.txt"
+        spy = subprocess.Popen(
+            [
+                str(bench.VENV_BIN / "py-spy"),
+                "record",
+                "--pid",
+                str(os.getpid()),
+                "--idle",
+                "--rate",
+                "500",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--nonblocking",
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1)
+        timings = []
+        for _ in range(trials):
+            bench.reset_sweep(first=first, last=last, now=now)
+            started = time.perf_counter()
+            presence.mark_inactive_users_offline(now=now)
+            timings.append(round((time.perf_counter() - started) * 1000, 1))
+        spy.send_signal(2)  # py-spy writes its output on SIGINT
+        spy.wait(timeout=60)
+        sweeping = [
+            (frames, count) for frames, count in _read(raw) if any("mark_inactive_users_offline" in f for f in frames)
+        ]
+    total_samples = sum(count for _, count in sweeping)
+    statements = collections.Counter()
+    for frames, count in sweeping:
+        ours = [frame for frame in frames if _path(frame).startswith("users/services/")]
+        # The leaf is Django's cursor wrapper while psycopg2 (C, no frame of its own) waits.
+        waiting = "django/db/backends/utils.py" in frames[-1]
+        place = "waiting for PostgreSQL in " if waiting else "Python in "
+        statements[place + (ours[-1] if ours else "?")] += count
+    return {
+        "trials_ms": timings,
+        "samples": total_samples,
+        "by_place": {place: round(count / max(total_samples, 1), 3) for place, count in statements.most_common(14)},
+    }
 
 
 def _now():
@@ -87,11 +150,14 @@ def _now():
 
 
 def _churn(*, online):
-    """1% of the online users go, as many come (row 6's churn), through the presence services."""
+    """1% of the online users go, as many come (row 6's churn), through the presence services.
+    Those who go are the last online ones: the first hold the profile's tokens (id 1, staff,
+    the admin's), and a logout would revoke them."""
     from users.models import PresenceSession, SessionEndReason, User
     from users.services import presence
 
-    for session in PresenceSession.objects.filter(user_id__lte=online // 200, ended_at__isnull=True):
+    leaving = PresenceSession.objects.filter(user_id__gt=online - online // 200, user_id__lte=online)
+    for session in leaving.filter(ended_at__isnull=True):
         presence.end_session(session=session, reason=SessionEndReason.LOGOUT)
     for user in User.objects.filter(pk__gt=online, pk__lte=online + online // 200):
         presence.start_session(user=user)
@@ -128,13 +194,23 @@ def _profile(url, *, tokens, method, seconds):
         load = bench.wrk(url, tokens=tokens, seconds=max(1, round(seconds - 2)), method=method, body=body)
         spy.wait(timeout=60)
         stacks = _read(raw)
-    return {"wrk": {key: load[key] for key in ("rps", "p50_ms", "p99_ms")}, **_summary(stacks)}
+    if load["errors"]:
+        raise RuntimeError(f"{load['errors']} requests failed under the profile's load: {url}")
+    return {"wrk": {key: load[key] for key in ("rps", "p50_ms", "p99_ms", "errors")}, **_summary(stacks)}
 
 
 def _read(path):
     stacks = []
+    # Lines are "frame;frame;... count"; with --subprocesses the first frame names the process
+    # by its command line, whose newlines (gunicorn's) py-spy keeps: a line without a count
+    # continues the next one.
+    pending = ""
     for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
+        stack, _, count = (pending + line).rpartition(" ")
+        if not count.isdigit():
+            pending += line + " "
+            continue
+        pending = ""
         stacks.append((stack.split(";"), int(count)))
     return stacks
 
@@ -148,7 +224,7 @@ def _summary(stacks):
         by_part[_part(frames)] += count
         ours = [frame for frame in frames if _is_ours(frame)]
         if ours:
-            own_frames[ours[-1].replace(str(bench.REPO) + "/", "")] += count
+            own_frames[ours[-1]] += count
     return {
         "cpu_samples": total,
         "by_part": {part: round(count / max(total, 1), 3) for part, count in by_part.most_common(12)},
@@ -158,19 +234,25 @@ def _summary(stacks):
     }
 
 
+OUR_PACKAGES = ("users", "offchat_backend", "bench")
+
+
+def _path(frame):
+    """py-spy names a frame `function (path:line)`, the path relative to its sys.path entry."""
+    return frame.rsplit(" (", 1)[-1].split(":", 1)[0]
+
+
 def _is_ours(frame):
-    return str(bench.REPO) in frame and "/.venv/" not in frame
+    return _path(frame).split("/", 1)[0] in OUR_PACKAGES
 
 
 def _part(frames):
-    """Who the leaf frame belongs to: a library (its package) or one of our modules."""
-    leaf = frames[-1]
-    if "site-packages/" in leaf:
-        package = leaf.split("site-packages/", 1)[1].split("/", 1)[0]
-        return package.split(".")[0]
-    if _is_ours(leaf):
-        return "ours: " + leaf.split("(", 1)[-1].split(":", 1)[0].replace(str(bench.REPO) + "/", "")
-    return "python stdlib / interpreter"
+    """Who the leaf frame belongs to: one of our modules, or a library or stdlib module by its
+    top-level name (django, rest_framework, json, ...)."""
+    path = _path(frames[-1])
+    if _is_ours(frames[-1]):
+        return "ours: " + path
+    return path.split("/", 1)[0].removesuffix(".py")
 
 
 if __name__ == "__main__":
