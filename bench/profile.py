@@ -98,24 +98,7 @@ def _profile_sweep(*, total, online, trials=7):
     now = seeded_at + timedelta(seconds=1)
     with tempfile.TemporaryDirectory() as work:
         raw = Path(work) / "sweep.txt"
-        spy = subprocess.Popen(
-            [
-                str(bench.VENV_BIN / "py-spy"),
-                "record",
-                "--pid",
-                str(os.getpid()),
-                "--idle",
-                "--rate",
-                "500",
-                "--format",
-                "raw",
-                "--output",
-                str(raw),
-                "--nonblocking",
-            ],  # fmt: skip
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        spy = _py_spy(pid=os.getpid(), output=raw, flags=["--idle", "--rate", "500"])
         time.sleep(1)
         timings = []
         for _ in range(trials):
@@ -169,25 +152,8 @@ def _profile(url, *, tokens, method, seconds):
     master = int(found.stdout.split()[0])
     with tempfile.TemporaryDirectory() as work:
         raw = Path(work) / "profile.txt"
-        spy = subprocess.Popen(
-            [
-                str(bench.VENV_BIN / "py-spy"),
-                "record",
-                "--pid",
-                str(master),
-                "--subprocesses",
-                "--rate",
-                "200",
-                "--duration",
-                str(round(seconds)),
-                "--format",
-                "raw",
-                "--output",
-                str(raw),
-                "--nonblocking",
-            ],  # fmt: skip
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        spy = _py_spy(
+            pid=master, output=raw, flags=["--subprocesses", "--rate", "200", "--duration", str(round(seconds))]
         )
         time.sleep(1)
         body = "{}" if method == "POST" else None
@@ -197,6 +163,26 @@ def _profile(url, *, tokens, method, seconds):
     if load["errors"]:
         raise RuntimeError(f"{load['errors']} requests failed under the profile's load: {url}")
     return {"wrk": {key: load[key] for key in ("rps", "p50_ms", "p99_ms", "errors")}, **_summary(stacks)}
+
+
+def _py_spy(*, pid, output, flags):
+    """py-spy recording `pid` into `output` (raw, collapsed stacks) until its --duration or SIGINT."""
+    return subprocess.Popen(
+        [
+            str(bench.VENV_BIN / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            *flags,
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _read(path):

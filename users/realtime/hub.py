@@ -197,6 +197,14 @@ class Hub:
             self.cursor = await in_db_thread(feed.current_cursor)(now=timezone.now())
         if not self.listeners:
             self.last_touch, self.touch_due = time.monotonic(), 0.0
+        self.hold(listener)
+        if self.follower is None or self.follower.done():
+            self.follower = asyncio.create_task(self._follow())
+        return self.cursor
+
+    def hold(self, listener: Listener) -> None:
+        """The bookkeeping of a socket that joined: the indexes the touch, the feed's read and
+        the pushes use."""
         self.listeners.add(listener)
         if listener.session_id not in self.by_session:
             self.touch_queue.append(listener.session_id)  # connected just now: due a window later
@@ -206,9 +214,6 @@ class Hub:
             self.sessions_of_user[listener.user_id] = (*sessions, listener.session_id)
         if listener.is_staff:
             self.staff.add(listener)
-        if self.follower is None or self.follower.done():
-            self.follower = asyncio.create_task(self._follow())
-        return self.cursor
 
     def leave(self, listener: Listener, *, closed_by_client: bool = False) -> None:
         """A socket is gone. A close the client sent is a sign of life at that moment; a socket

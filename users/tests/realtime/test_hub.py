@@ -23,15 +23,7 @@ def listener(user_id, *, staff=False, session=None):
 def held(hub, *listeners):
     """As Hub.join leaves them, without its database work."""
     for one in listeners:
-        if one.session_id not in hub.by_session:
-            hub.touch_queue.append(one.session_id)
-        hub.listeners.add(one)
-        hub.by_session[one.session_id] = (*hub.by_session.get(one.session_id, ()), one)
-        sessions = hub.sessions_of_user.get(one.user_id, ())
-        if one.session_id not in sessions:
-            hub.sessions_of_user[one.user_id] = (*sessions, one.session_id)
-        if one.is_staff:
-            hub.staff.add(one)
+        hub.hold(one)
 
 
 def row(user_id, status, audience):
