@@ -80,9 +80,6 @@ class Listener:
     def __post_init__(self):
         self.session_id, self.user_id = str(self.session.pk), self.session.user_id
 
-    def hears(self, user_id: int) -> bool:
-        return self.is_staff or user_id in self.subscriptions
-
 
 @dataclass
 class Batch:

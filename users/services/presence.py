@@ -38,6 +38,7 @@ from users.presence_rules import (
     transition_margin,
     write_granularity,
 )
+from users.selectors.presence import last_sweep
 from users.services import history
 from users.services.feed import next_feed_id, prune_tombstones, take_feed_id
 
@@ -422,7 +423,7 @@ def _sweep(*, now) -> int:
             after = User.objects.filter(pk__in=regrouped).annotate(reported=aggregate_status_expression())
             users = [_with_status(user, user.reported) for user in after]
             history.record_shown_statuses(users=users, at=now)
-        history.record_clock_transitions(now=now, since=_last_sweep_at())
+        history.record_clock_transitions(now=now, since=last_sweep().finished_at)
         if stale or regrouped:
             # Every row below is locked already (so the filter finds the same rows, and the
             # counter is still the last lock taken); status and feed id go in one UPDATE: one
@@ -464,11 +465,6 @@ def _end_idle_sessions(*, cutoff: datetime, now: datetime) -> list[int]:
             ],
         )
         return [user_id for (user_id,) in cursor.fetchall()]
-
-
-def _last_sweep_at() -> datetime | None:
-    """When the last sweep that committed ran (its `now`), or None before the first."""
-    return PresenceSweep.objects.filter(pk=1).values_list("finished_at", flat=True).first()
 
 
 def _with_status(user: User, status: str) -> User:

@@ -56,6 +56,14 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+_DATETIME = serializers.DateTimeField()
+
+
+def timestamp(value):
+    """A datetime as DRF's DateTimeField writes it (null stays null), for rows built by hand."""
+    return _DATETIME.to_representation(value) if value else None
+
+
 def presence_now(context):
     """The view's clock reading (users.api.clock), so that every row of a list is judged at
     one moment."""

@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from users.api.serializers.fields import RejectUnknownFieldsMixin, RoleField, choice_field, presence_now
+from users.api.serializers.fields import RejectUnknownFieldsMixin, RoleField, choice_field, presence_now, timestamp
 from users.models import OnlineStatus, User
 from users.selectors.accounts import role_of
 from users.selectors.presence import presence_shown_to
@@ -62,8 +62,8 @@ class FastRowsMixin:
             "first_name": user.first_name,
             "last_name": user.last_name,
             "online_status": shown.status,
-            "last_seen": _timestamp(shown.last_seen),
-            "last_active": _timestamp(user.last_active) if shown.status == OnlineStatus.AWAY else None,
+            "last_seen": timestamp(shown.last_seen),
+            "last_active": timestamp(user.last_active) if shown.status == OnlineStatus.AWAY else None,
         }
         return self.with_more_of(user, row, shown)
 
@@ -73,13 +73,6 @@ class FastRowsMixin:
     def to_representation_field_by_field(self, user):
         """DRF's own rendering of the declared fields: what to_representation must equal."""
         return super().to_representation(user)
-
-
-_DATETIME = serializers.DateTimeField()
-
-
-def _timestamp(value):
-    return _DATETIME.to_representation(value) if value else None
 
 
 class DirectoryUserSerializer(FastRowsMixin, ListedPresenceMixin, serializers.ModelSerializer):
@@ -120,7 +113,7 @@ class AdminUserSerializer(FastRowsMixin, ListedPresenceMixin, serializers.ModelS
         row["is_staff"] = user.is_staff
         row["role"] = role_of(user)
         row["is_active"] = user.is_active
-        row["date_joined"] = _timestamp(user.date_joined)
+        row["date_joined"] = timestamp(user.date_joined)
         return row
 
 

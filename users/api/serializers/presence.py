@@ -9,6 +9,7 @@ from users.api.serializers.fields import (
     StrictCharField,
     choice_field,
     presence_now,
+    timestamp,
 )
 from users.models import OnlineStatus, PresenceSession, ReportedStatus, SessionEndReason, User
 from users.presence_rules import effective_status
@@ -56,17 +57,14 @@ class HeartbeatResponseSerializer(PresenceSerializer, HeartbeatIntervalMixin):
     copy cost a tenth of the request (bench/REPORT.md). A test keeps the two identical."""
 
 
-_DATETIME = serializers.DateTimeField()
-
-
 def heartbeat_answer(user, *, now) -> dict:
     status = effective_status(user=user, now=now)
     return {
         "online_status": status,
         "id": user.pk,
         "username": user.username,
-        "last_seen": _DATETIME.to_representation(user.last_seen) if user.last_seen else None,
-        "last_active": _DATETIME.to_representation(user.last_active) if user.last_active else None,
+        "last_seen": timestamp(user.last_seen),
+        "last_active": timestamp(user.last_active),
         "manual_status": user.manual_status,
         "share_presence": user.share_presence,
         "is_online": status == OnlineStatus.ONLINE,
