@@ -65,3 +65,17 @@ class InvalidTokenError(DomainError):
     status = 401
     code = "token_not_valid"
     message = "Token is invalid or expired"
+
+
+class WrongPasswordError(DomainError):
+    """The password given to confirm a change is not the account's."""
+
+    code = "wrong_password"
+    field = "current_password"
+    message = "The current password is wrong."
+
+
+class UsernameTakenError(DomainError):
+    code = "username_taken"
+    field = "username"
+    message = "A user with that username already exists."

@@ -283,6 +283,9 @@ REST_FRAMEWORK = {
         # Per user, over all their devices: a client sends 2 a minute; a runaway loop is cut
         # off without slowing anyone else.
         "heartbeat": env.str("THROTTLE_RATE_HEARTBEAT", default="30/min"),
+        # Password changes per user: each checks the current password, which a stolen access
+        # token must not turn into a way to guess it.
+        "password_change": env.str("THROTTLE_RATE_PASSWORD_CHANGE", default="10/hour"),
     },
     "EXCEPTION_HANDLER": "offchat_backend.exception_handler.handle_api_exception",
     "DEFAULT_SCHEMA_CLASS": "offchat_backend.openapi.AutoSchema",

@@ -96,7 +96,7 @@ class LogoutView(generics.GenericAPIView):
         refresh_token = serializer.validated_data["refresh"]
         if refresh_token is None:
             auth.log_out_session(session=request.auth)
-            return Response({"detail": "Logged out."})
+            return Response(serializers.LOGGED_OUT)
         try:
             auth.log_out(user=request.user, refresh_token=refresh_token)
         except (TokenError, RefreshTokenNotOwnedError) as refused:
@@ -109,7 +109,7 @@ class LogoutView(generics.GenericAPIView):
                 reason=type(refused).__name__,
             )
             raise
-        return Response({"detail": "Logged out."})
+        return Response(serializers.LOGGED_OUT)
 
 
 class TokenRefreshView(jwt_views.TokenRefreshView):

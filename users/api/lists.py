@@ -17,10 +17,12 @@ from offchat_backend.openapi import AutoSchema, error
 from users.api.clock import PresenceClockMixin
 from users.api.filters import AdminUserFilter, BoundedSearchFilter, NullsLastOrderingFilter, PresenceFilterBackend
 from users.api.pagination import CappedCountPagination, DirectoryPagination, UserKeysetPagination
+from users.api.serializers import accounts as account_serializers
 from users.api.serializers import lists as serializers
 from users.api.serializers.presence import PresenceSerializer, SessionSerializer
 from users.selectors import accounts, feed
 from users.selectors import presence as presence_selectors
+from users.services import accounts as account_services
 from users.services import auth, presence
 
 # The actions that answer through PresenceListMixin.list().
@@ -212,7 +214,10 @@ class AllUsersView(PresenceListMixin, generics.ListAPIView):
         return serializers.DirectoryUserSerializer
 
 
-class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Every account for staff: the lists, one account (`<id>/`), adding one (POST), and a
+    user's presence, sessions and forced logouts."""
+
     permission_classes = [IsAdminUser]
     serializer_class = serializers.AdminUserSerializer
     # A million accounts, a hundred thousand online: the lists' `count` stops at 1,000 (README,
@@ -237,7 +242,20 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
             return serializers.SetOnlineStatusSerializer
         if self.action in ("sessions", "end_session"):
             return SessionSerializer
+        if self.action == "create":
+            return account_serializers.NewUserSerializer
         return serializers.AdminUserSerializer
+
+    @extend_schema(responses={201: serializers.AdminUserSerializer})
+    def create(self, request):
+        """Adds an account: offline until it logs in; role `admin` makes it staff."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = dict(serializer.validated_data)
+        is_staff = accounts.role_grants_staff(fields.pop("role"))
+        user = account_services.create_user(created_by=request.user, is_staff=is_staff, **fields)
+        row = serializers.AdminUserSerializer(user, context=self.get_serializer_context()).data
+        return Response(row, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=serializers.AdminUserSerializer(many=True))
     @action(detail=False)
@@ -290,6 +308,19 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, viewsets.Generi
         session = generics.get_object_or_404(user.presence_sessions.all(), pk=session_id)
         auth.end_session(session=session)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema(responses=account_serializers.PermissionsSerializer)
+class MyPermissionsView(generics.GenericAPIView):
+    """The caller's role and what the admin API lets them do (staff only, as the rest of it)."""
+
+    permission_classes = [IsAdminUser]
+    serializer_class = account_serializers.PermissionsSerializer
+
+    def get(self, request):
+        user = request.user
+        answer = {"role": accounts.role_of(user), "permissions": accounts.permissions_of(user)}
+        return Response(self.get_serializer(answer).data)
 
 
 @extend_schema(responses=serializers.DashboardStatsSerializer)

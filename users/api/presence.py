@@ -1,21 +1,31 @@
 """The signed-in user's own presence: heartbeats, account, manual status, sessions."""
 
-from drf_spectacular.utils import extend_schema
+from django.db import transaction
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import generics, mixins, viewsets
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from users.api.clock import PresenceClockMixin
 from users.api.serializers import presence as serializers
+from users.api.serializers.auth import LOGGED_OUT, DetailSerializer
+from users.api.throttling import PasswordChangeThrottle
 from users.models import PresenceSession, ReportedStatus
 from users.ops.metrics import HEARTBEATS
 from users.services import auth, presence
 
 
-@extend_schema(responses=serializers.HeartbeatResponseSerializer)
+@extend_schema(
+    responses=PolymorphicProxySerializer(
+        component_name="HeartbeatAnswer",
+        serializers=[serializers.HeartbeatResponseSerializer, DetailSerializer],
+        resource_type_field_name=None,
+    )
+)
 class HeartbeatView(PresenceClockMixin, generics.GenericAPIView):
     """Every `heartbeat_interval` seconds while the app is open; `{"status": "away"}` when the
-    user is idle or the tab is hidden. Answers the user's presence as now computed."""
+    user is idle or the tab is hidden. Answers the user's presence as now computed.
+    `{"logout": true}` (a closing page's beacon) ends the session instead: `{detail}`."""
 
     serializer_class = serializers.HeartbeatSerializer
     throttle_scope = "heartbeat"
@@ -29,6 +39,9 @@ class HeartbeatView(PresenceClockMixin, generics.GenericAPIView):
     def post(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        if serializer.validated_data["logout"]:
+            auth.log_out_session(session=request.auth)
+            return Response(LOGGED_OUT)
         reported = serializer.validated_data["status"]
         presence.record_activity(
             user=request.user,
@@ -42,19 +55,34 @@ class HeartbeatView(PresenceClockMixin, generics.GenericAPIView):
 
 
 class MeView(PresenceClockMixin, generics.RetrieveUpdateAPIView):
-    """The signed-in user's account; PATCH changes names and `share_presence`."""
+    """The signed-in user's account; PATCH (or PUT) changes names and `share_presence`, and the
+    password with `current_password` and `new_password`: every other session then ends."""
 
     serializer_class = serializers.AccountSerializer
-    http_method_names = ["get", "patch", "options"]
+    http_method_names = ["get", "put", "patch", "options"]
 
     def get_object(self):
         return self.request.user
 
+    def get_throttles(self):
+        return [*super().get_throttles(), PasswordChangeThrottle()]
+
+    def update(self, request, *args, **kwargs):
+        # PUT as the OffChat frontend sends it: only the fields it names change, as with PATCH.
+        return super().update(request, *args, **{**kwargs, "partial": True})
+
     def perform_update(self, serializer):
-        share = serializer.validated_data.pop("share_presence", None)
-        if share is not None:
-            presence.set_share_presence(user=serializer.instance, share=share)
-        serializer.save()
+        data = serializer.validated_data
+        password_change = {name: data.pop(name) for name in ("current_password", "new_password") if name in data}
+        share = data.pop("share_presence", None)
+        # All or nothing: a refused password rolls the names back. The password is written
+        # last, so that the account's save (every field but presence) cannot write an old hash.
+        with transaction.atomic():
+            if share is not None:
+                presence.set_share_presence(user=serializer.instance, share=share)
+            serializer.save()
+            if password_change:
+                auth.change_password(session=self.request.auth, **password_change)
 
 
 class MyPresenceView(PresenceClockMixin, generics.GenericAPIView):

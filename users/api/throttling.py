@@ -181,3 +181,15 @@ class LoginUsernameThrottle(FailOpenMixin, FixedWindowRateThrottle):
             return None  # nothing to count against: the serializer rejects the request
         digest = hashlib.sha256(username.casefold().encode()).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": digest}
+
+
+class PasswordChangeThrottle(FailOpenMixin, FixedWindowRateThrottle):
+    """Password changes per user, over all their devices. Only requests that carry
+    `current_password` count: reading and renaming the profile are not slowed."""
+
+    scope = "password_change"
+
+    def get_cache_key(self, request, view):
+        if not (hasattr(request.data, "keys") and "current_password" in request.data):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}

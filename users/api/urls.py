@@ -35,4 +35,5 @@ auth_urlpatterns = [
 ]
 admin_urlpatterns = [
     path("dashboard/stats/", lists.DashboardStatsView.as_view(), name="offchat-dashboard-stats"),
+    path("my-permissions/", lists.MyPermissionsView.as_view(), name="offchat-my-permissions"),
 ]

@@ -25,11 +25,31 @@ ADMIN_FIELDS = DIRECTORY_FIELDS + ("email", "is_staff", "is_active", "date_joine
 
 ROLES = ("admin", "user")
 
+# What staff may do through the admin API, by the names the OffChat frontend checks before it
+# shows an admin tab. Every staff account may do all of it (IsAdminUser guards each path);
+# other accounts none.
+STAFF_PERMISSIONS = (
+    "view_users",  # the admin lists, a user's presence and sessions, the counters
+    "view_presence_history",  # a user's history, the timeline
+    "set_user_status",  # set-online-status
+    "force_logout_user",  # force-logout, ending one session
+    "manage_users",  # adding accounts
+)
+
 
 def role_of(user: User) -> str:
     """The role the OffChat frontend reads: staff are `admin` (it lets them into its admin
     area), everyone else `user`. Derived, not stored: staff is the one permission we have."""
     return "admin" if user.is_staff else "user"
+
+
+def permissions_of(user: User) -> list[str]:
+    return list(STAFF_PERMISSIONS) if user.is_staff else []
+
+
+def role_grants_staff(role: str) -> bool:
+    """The inverse of role_of, for an account being made with a role."""
+    return role == "admin"
 
 
 def user_directory() -> QuerySet[User]:

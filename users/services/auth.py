@@ -11,10 +11,10 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from offchat_backend.log_events import log_event
-from users.exceptions import RefreshTokenNotOwnedError
+from users.exceptions import RefreshTokenNotOwnedError, WrongPasswordError
 from users.models import PresenceSession, SessionEndReason, User
 from users.selectors.sessions import SESSION_CLAIM, session_of_token
-from users.services import presence
+from users.services import accounts, presence
 
 logger = logging.getLogger(__name__)
 
@@ -79,35 +79,59 @@ def _log_logout(*, session: PresenceSession) -> None:
     )
 
 
-def end_every_session(*, user: User) -> int:
-    """Sign a user out of every device (an admin's forced logout): every session not yet
-    revoked is, and every refresh token of the user is blacklisted. Returns how many ended."""
+def end_every_session(*, user: User, keep: PresenceSession | None = None) -> int:
+    """Sign a user out of every device but `keep` (an admin's forced logout keeps none): every
+    other session not yet revoked is, and every other refresh token of the user is
+    blacklisted. Returns how many ended."""
     with transaction.atomic():
         sessions = PresenceSession.objects.filter(user=user, revoked_at__isnull=True).select_related("user")
+        if keep is not None:
+            sessions = sessions.exclude(pk=keep.pk)
         ended = [
             session.pk for session in sessions if presence.end_session(session=session, reason=SessionEndReason.FORCED)
         ]
-        _blacklist_refresh_tokens(user_id=user.pk)
+        _blacklist_refresh_tokens(user_id=user.pk, except_session_id=keep.pk if keep is not None else None)
     log_event(logger, "sessions_ended", outcome="success", user_id=user.pk, sessions_ended=len(ended))
     return len(ended)
 
 
-def _blacklist_refresh_tokens(*, user_id: int, session_id=None) -> None:
-    """simplejwt's blacklist for every unexpired refresh token of the user (of one session,
-    read from the `sid` claim, when `session_id` is given). Revoking the session already
-    refuses them; the blacklist says so to anything that reads simplejwt's tables."""
+def change_password(*, session: PresenceSession, current_password: str, new_password: str) -> int:
+    """The user of `session` changes their password: `current_password` must be theirs, the
+    new one must pass AUTH_PASSWORD_VALIDATORS. Every other session ends, as a stolen one
+    must, and its refresh tokens are blacklisted; `session` stays signed in. Nothing is
+    written when a check fails. Returns how many sessions ended."""
+    user = session.user
+    if not user.check_password(current_password):
+        raise WrongPasswordError()
+    accounts.validate_new_password(password=new_password, user=user, field="new_password")
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        ended = end_every_session(user=user, keep=session)
+    log_event(logger, "password_changed", outcome="success", user_id=user.pk, session_id=session.pk)
+    return ended
+
+
+def _blacklist_refresh_tokens(*, user_id: int, session_id=None, except_session_id=None) -> None:
+    """simplejwt's blacklist for every unexpired refresh token of the user: of one session
+    only, or of all but one, read from the `sid` claim, when `session_id` or
+    `except_session_id` is given. Revoking the session already refuses them; the blacklist
+    says so to anything that reads simplejwt's tables."""
     outstanding = OutstandingToken.objects.filter(
         user_id=user_id, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
     )
-    if session_id is not None:
-        outstanding = [
-            token
-            for token in outstanding
-            if RefreshToken(token.token, verify=False).get(SESSION_CLAIM) == str(session_id)
-        ]
+    if session_id is not None or except_session_id is not None:
+        outstanding = [token for token in outstanding if _in_scope(token, session_id, except_session_id)]
     BlacklistedToken.objects.bulk_create(
         [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
     )
+
+
+def _in_scope(token: OutstandingToken, session_id, except_session_id) -> bool:
+    sid = RefreshToken(token.token, verify=False).get(SESSION_CLAIM)
+    if session_id is not None:
+        return sid == str(session_id)
+    return sid != str(except_session_id)
 
 
 def end_session(*, session: PresenceSession) -> bool:

@@ -48,3 +48,6 @@ class TokenRefreshSerializer(RejectUnknownFieldsMixin, jwt_serializers.TokenRefr
 
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+LOGGED_OUT = {"detail": "Logged out."}

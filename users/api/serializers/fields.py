@@ -56,12 +56,27 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+# Longer than any password manager makes; a bound keeps absurd bodies out of the hasher.
+PASSWORD_MAX_LENGTH = 128
+
 _DATETIME = serializers.DateTimeField()
 
 
 def timestamp(value):
     """A datetime as DRF's DateTimeField writes it (null stays null), for rows built by hand."""
     return _DATETIME.to_representation(value) if value else None
+
+
+def account_email_field():
+    # Not an EmailField: an account may have none (Django's email is blank=True), and an empty
+    # string is no email address to a client checking the schema's format.
+    return serializers.CharField(read_only=True, help_text="An email address, or empty when the account has none.")
+
+
+def join_date_field():
+    return serializers.DateTimeField(
+        source="date_joined", read_only=True, help_text="`date_joined` again, by the OffChat frontend's name."
+    )
 
 
 def presence_now(context):

@@ -1,7 +1,15 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from users.api.serializers.fields import RejectUnknownFieldsMixin, RoleField, choice_field, presence_now, timestamp
+from users.api.serializers.fields import (
+    RejectUnknownFieldsMixin,
+    RoleField,
+    account_email_field,
+    choice_field,
+    join_date_field,
+    presence_now,
+    timestamp,
+)
 from users.models import OnlineStatus, User
 from users.selectors.accounts import role_of
 from users.selectors.presence import presence_shown_to
@@ -87,6 +95,8 @@ class DirectoryUserSerializer(FastRowsMixin, ListedPresenceMixin, serializers.Mo
 class AdminUserSerializer(FastRowsMixin, ListedPresenceMixin, serializers.ModelSerializer):
     is_online = serializers.SerializerMethodField()
     role = RoleField()
+    join_date = join_date_field()
+    email = account_email_field()
 
     class Meta:
         model = User
@@ -99,6 +109,7 @@ class AdminUserSerializer(FastRowsMixin, ListedPresenceMixin, serializers.ModelS
             "role",
             "is_active",
             "date_joined",
+            "join_date",
         ]
         read_only_fields = fields
 
@@ -113,7 +124,7 @@ class AdminUserSerializer(FastRowsMixin, ListedPresenceMixin, serializers.ModelS
         row["is_staff"] = user.is_staff
         row["role"] = role_of(user)
         row["is_active"] = user.is_active
-        row["date_joined"] = timestamp(user.date_joined)
+        row["date_joined"] = row["join_date"] = timestamp(user.date_joined)
         return row
 
 

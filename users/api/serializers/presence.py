@@ -3,11 +3,14 @@ from django.db import models
 from rest_framework import serializers
 
 from users.api.serializers.fields import (
+    PASSWORD_MAX_LENGTH,
     RejectUnknownFieldsMixin,
     RoleField,
     StrictBooleanField,
     StrictCharField,
+    account_email_field,
     choice_field,
+    join_date_field,
     presence_now,
     timestamp,
 )
@@ -73,10 +76,25 @@ def heartbeat_answer(user, *, now) -> dict:
 
 
 class AccountSerializer(RejectUnknownFieldsMixin, ComputedStatusMixin, serializers.ModelSerializer):
-    """The signed-in user's own account: returned at login, read and edited at /me/."""
+    """The signed-in user's own account: returned at login, read and edited at /me/.
+
+    `current_password` with `new_password` changes the password (users.services.auth.change_password);
+    neither is ever answered."""
 
     share_presence = StrictBooleanField(required=False)
     role = RoleField()
+    join_date = join_date_field()
+    email = account_email_field()
+    current_password = StrictCharField(
+        write_only=True, required=False, trim_whitespace=False, max_length=PASSWORD_MAX_LENGTH
+    )
+    new_password = StrictCharField(
+        write_only=True,
+        required=False,
+        trim_whitespace=False,
+        max_length=PASSWORD_MAX_LENGTH,
+        help_text="With `current_password`: every other session of the user ends.",
+    )
     # Names are the other writable fields: strings only, like share_presence is booleans only.
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
@@ -96,14 +114,36 @@ class AccountSerializer(RejectUnknownFieldsMixin, ComputedStatusMixin, serialize
             "share_presence",
             "online_status",
             "last_seen",
+            "date_joined",
+            "join_date",
+            "current_password",
+            "new_password",
         ]
-        # Writable: first_name, last_name, share_presence. Nothing else, so no request can make
-        # a user staff or rename them (mass assignment).
-        read_only_fields = ["id", "username", "email", "is_staff", "role", "online_status", "last_seen"]
+        # Writable: first_name, last_name, share_presence and the password (with the current
+        # one). Nothing else, so no request can make a user staff or rename them (mass assignment).
+        read_only_fields = ["id", "username", "email", "is_staff", "role", "online_status", "last_seen", "date_joined"]
+
+    def validate(self, attrs):
+        given = {"current_password", "new_password"} & attrs.keys()
+        if len(given) == 1:
+            (missing,) = {"current_password", "new_password"} - given
+            raise serializers.ValidationError({missing: ["Send both current_password and new_password."]})
+        return attrs
 
 
 class HeartbeatSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     status = choice_field(ReportedStatus.choices, "status", required=False, default=ReportedStatus.ONLINE)
+    logout = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="`true`: the page is being closed (the OffChat frontend's unload beacon): this session "
+        "ends as with a logout without a body, and the answer is the logout's.",
+    )
+
+    def validate(self, attrs):
+        if attrs["logout"] and "status" in self.initial_data:
+            raise serializers.ValidationError({"status": ["A heartbeat that logs out reports no status."]})
+        return attrs
 
 
 class ManualPresenceSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

@@ -264,11 +264,17 @@ class TestMe:
         assert_json_error(user_client.patch(ME, payload, format="json"), 400)
         assert User.objects.get(pk=user.pk).share_presence is True
 
-    def test_needs_authentication_and_refuses_put_and_delete(self, api_client, user_client):
+    def test_needs_authentication_and_refuses_delete(self, api_client, user_client):
         assert_json_error(api_client.get(ME), 401)
         assert_json_error(api_client.patch(ME, {"share_presence": False}, format="json"), 401)
-        assert_json_error(user_client.put(ME, {"share_presence": False}, format="json"), 405)
+        assert_json_error(api_client.put(ME, {"share_presence": False}, format="json"), 401)
         assert_json_error(user_client.delete(ME), 405)
+
+    def test_put_changes_only_what_it_names_as_patch_does(self, user_client, user):
+        # The OffChat frontend's password change is a PUT of two fields: the rest stays.
+        assert user_client.put(ME, {"share_presence": False}, format="json").status_code == 200
+        stored = User.objects.get(pk=user.pk)
+        assert (stored.share_presence, stored.first_name, stored.last_name) == (False, user.first_name, user.last_name)
 
 
 @pytest.mark.parametrize("state", ["online", "away", "manual_away", "hidden", "never_active"])

@@ -1,5 +1,6 @@
 """The account lists' querysets (users.selectors.accounts): the status filter in the form
-whose plan survives stale statistics, and still the rule of users.presence_rules."""
+whose plan survives stale statistics, and still the rule of users.presence_rules; roles and
+permissions."""
 
 from datetime import timedelta
 
@@ -10,7 +11,9 @@ from django.utils import timezone
 
 from users.models import OnlineStatus, ReportedStatus, User
 from users.presence_rules import effective_status, status_q
+from users.selectors import accounts
 from users.selectors.accounts import online_users_for_admin, shown_status, users_for_admin
+from users.tests.factories import StaffFactory, UserFactory
 from users.tests.helpers import users_in_every_state
 
 NOW = timezone.now().replace(microsecond=0)
@@ -90,3 +93,15 @@ def test_the_online_filter_through_the_api_uses_the_same_form(staff_client):
         cursor.execute("EXPLAIN " + page_sql)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Scan using users_present_username_idx" in plan and "Sort" not in plan, plan
+
+
+def test_staff_hold_every_admin_permission_and_other_users_none():
+    staff, member = StaffFactory.build(), UserFactory.build()
+    assert (accounts.role_of(staff), accounts.permissions_of(staff)) == ("admin", list(accounts.STAFF_PERMISSIONS))
+    assert (accounts.role_of(member), accounts.permissions_of(member)) == ("user", [])
+    assert {"view_users", "force_logout_user", "manage_users"} <= set(accounts.STAFF_PERMISSIONS)
+
+
+def test_a_role_grants_staff_exactly_when_role_of_would_name_it():
+    for role in accounts.ROLES:
+        assert accounts.role_of(UserFactory.build(is_staff=accounts.role_grants_staff(role))) == role

@@ -1,17 +1,20 @@
 import threading
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connections
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from users.exceptions import RefreshTokenNotOwnedError
-from users.models import OnlineStatus
+from users.exceptions import RefreshTokenNotOwnedError, WrongPasswordError
+from users.models import OnlineStatus, PresenceSession, User
 from users.services import auth
-from users.tests.factories import UserFactory
+from users.tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
+
+NEW_PASSWORD = "a-new-and-longer-passphrase"
 
 
 def test_log_in_issues_a_working_pair_and_marks_the_user_online():
@@ -96,3 +99,44 @@ def test_two_logouts_racing_with_one_token_revoke_it_once():
 
     assert sorted(outcomes) == ["logged out", "refused"]
     assert BlacklistedToken.objects.count() == 1
+
+
+def test_change_password_keeps_the_session_that_asked_and_ends_every_other():
+    user = UserFactory()
+    phone, laptop, tablet = (auth.log_in(user=user) for _ in range(3))
+    auth.log_out(user=user, refresh_token=tablet.refresh)  # ended already: not counted again
+
+    ended = auth.change_password(session=laptop.session, current_password=PASSWORD, new_password=NEW_PASSWORD)
+
+    assert ended == 1
+    user.refresh_from_db()
+    assert user.check_password(NEW_PASSWORD)
+    assert user.online_status == OnlineStatus.ONLINE  # the laptop is live
+    assert PresenceSession.objects.get(pk=phone.session.pk).revoked_at is not None
+    assert PresenceSession.objects.get(pk=laptop.session.pk).revoked_at is None
+    blacklisted = set(BlacklistedToken.objects.values_list("token__jti", flat=True))
+    jti = {tokens: RefreshToken(tokens.refresh, verify=False)["jti"] for tokens in (phone, laptop, tablet)}
+    assert blacklisted == {jti[phone], jti[tablet]}
+
+
+def test_change_password_with_a_wrong_current_password_writes_nothing():
+    user = UserFactory()
+    phone, laptop = auth.log_in(user=user), auth.log_in(user=user)
+
+    with pytest.raises(WrongPasswordError):
+        auth.change_password(session=laptop.session, current_password="wrong", new_password=NEW_PASSWORD)
+    with pytest.raises(ValidationError) as refused:
+        auth.change_password(session=laptop.session, current_password=PASSWORD, new_password="short")
+
+    assert list(refused.value.message_dict) == ["new_password"]
+    assert User.objects.get(pk=user.pk).check_password(PASSWORD)
+    assert PresenceSession.objects.get(pk=phone.session.pk).revoked_at is None
+    assert not BlacklistedToken.objects.exists()
+
+
+def test_an_admins_forced_logout_keeps_no_session():
+    user = UserFactory()
+    sessions = [auth.log_in(user=user).session for _ in range(2)]
+    assert auth.end_every_session(user=user) == 2
+    assert not PresenceSession.objects.filter(pk__in=[s.pk for s in sessions], revoked_at__isnull=True).exists()
+    assert BlacklistedToken.objects.count() == 2
