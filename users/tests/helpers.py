@@ -3,8 +3,10 @@ Fixtures stay in conftest.py; process and server helpers in offchat_backend/test
 
 import itertools
 import json
+import threading
 import time
 
+from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 from websockets.exceptions import ConnectionClosed
@@ -129,3 +131,29 @@ def users_in_every_state(*, now, ages, manual_statuses) -> list[User]:
         )
         for stored, seen, active, manual in itertools.product(OnlineStatus.values, ages, ages, manual_statuses)
     ]
+
+
+def race(attempt, *, expected=(), racers=2) -> list[str]:
+    """Runs `attempt` in `racers` threads released at once, each on its own database
+    connection. Each run's outcome: what `attempt` returned, the class name of an `expected`
+    exception it raised, or the repr of any other (a 500 for a client), sorted."""
+    start = threading.Barrier(racers)
+    outcomes = []
+
+    def run():
+        start.wait(timeout=10)
+        try:
+            outcomes.append(attempt())
+        except expected as refused:
+            outcomes.append(type(refused).__name__)
+        except Exception as unexpected:
+            outcomes.append(repr(unexpected))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    return sorted(outcomes)
