@@ -134,6 +134,27 @@ def input_went_stale_q(*, since: datetime, now: datetime) -> Q:
     return Q(last_active__gt=since - away_after(), last_active__lte=now - away_after())
 
 
+def crossed_a_limit(
+    *, last_seen: datetime | None, last_active: datetime | None, since: datetime, now: datetime
+) -> bool:
+    """crossed_a_limit_q in Python, for a user known to be present."""
+    timeout, idle = inactivity_timeout(), away_after()
+    return (last_seen is not None and since - timeout < last_seen <= now - timeout) or (
+        last_active is not None and since - idle < last_active <= now - idle
+    )
+
+
+def crossings_known_ahead() -> timedelta:
+    """How far past a read every clock crossing is already decided by what the read sees.
+
+    A write that moves last_seen or last_active without a feed id commits within the
+    transition margin of its timestamp (users.services.presence takes an id for any slower
+    one), so one the read missed crosses a limit no sooner than the timeout less the margin
+    after the read. Until then the read's rows, and feed ids for the rest, tell every crossing.
+    """
+    return min(inactivity_timeout(), away_after()) - transition_margin()
+
+
 # --- The stored status across devices: Python and SQL ---------------------------------
 def aggregate_status(reported_statuses: Iterable[str]) -> str:
     """The stored status of a user whose live sessions report `reported_statuses`: online

@@ -4,16 +4,22 @@ Ids are handed out by users.services.feed; the HTTP form (`?since=`, ETag) is
 users.api.lists.PresenceListMixin.
 """
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
+from offchat_backend.log_events import log_event
 from users.exceptions import InvalidCursorError, ResyncRequiredError
 from users.models import PresenceSequence, PresenceTombstone, User
-from users.presence_rules import crossed_a_limit_q, transition_margin
+from users.presence_rules import crossed_a_limit, crossed_a_limit_q, crossings_known_ahead, transition_margin
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,12 @@ def changes_since(*, queryset: QuerySet[User], cursor: Cursor, now: datetime, li
     (PRESENCE_FEED_MAX_CHANGES) it raises ResyncRequiredError.
     """
     next_cursor = current_cursor(now=now)
-    crossed_a_limit = crossed_a_limit_q(since=cursor.at - transition_margin(), now=now)
+    since = cursor.at - transition_margin()
+    crossed_a_limit = crossed_a_limit_q(since=since, now=now)
+    crossings = clock_crossings_for(cursor=cursor, since=since, now=now)
+    if crossings is not None:
+        # The rows that may have crossed, by primary key, instead of every present user's row.
+        crossed_a_limit &= Q(pk__in=crossings.users_crossing(since=since, now=now))
     limit = limit or settings.PRESENCE_FEED_MAX_CHANGES
     changed_ids = set(
         User.objects.filter(Q(presence_update_id__gt=cursor.update_id) | crossed_a_limit).values_list("pk", flat=True)[
@@ -85,6 +96,94 @@ def changes_since(*, queryset: QuerySet[User], cursor: Cursor, now: datetime, li
     users = list(queryset.filter(pk__in=changed_ids))
     removed = (changed_ids - {user.pk for user in users}) | deleted_ids
     return Changes(users=users, removed_ids=sorted(removed), cursor=next_cursor)
+
+
+# --- The clock's crossings, read once for every poller --------------------------------
+# Which users the clock alone moved (crossed_a_limit_q) is a question about every present
+# user's row, and no index can answer it: one on last_seen would cost each heartbeat its HOT
+# update. Read per poll, it was most of a poll's time at 100,000 users online, and every
+# socket process read it again each tick (bench/REPORT.md, row 6; bench/WS_CAPACITY.md). So
+# the rows near their limits are read once, kept in the cache for every process, and each
+# poll picks its users from them.
+CROSSINGS_CACHE_KEY = "presence:clock-crossings"
+# How far back a read reaches: a poll's window starts a transition margin before its cursor,
+# so a read serves pollers whose cursor is up to a minute older than it.
+CROSSINGS_BEHIND = timedelta(seconds=180)
+
+_kept: "ClockCrossings | None" = None  # this process's copy of the last read it used
+
+
+@dataclass(frozen=True)
+class ClockCrossings:
+    """Every present user whose last_seen or last_active crosses its limit between
+    `taken_at - CROSSINGS_BEHIND` and `taken_at + crossings_known_ahead()`, read at `taken_at`
+    with every feed id up to `update_id` committed: `rows` of (id, last_seen, last_active)."""
+
+    taken_at: datetime
+    update_id: int
+    rows: tuple[tuple[int, datetime | None, datetime | None], ...]
+
+    def serves(self, *, cursor: Cursor, since: datetime, now: datetime) -> bool:
+        """Whether a poll from `cursor` (its window `since` to `now`) finds every user the
+        clock moved in these rows or by its feed id. A user this read missed was written
+        after it: with a feed id above `update_id`, so above the cursor's, or without one,
+        and then crossing after `taken_at + crossings_known_ahead()`, so after `now`."""
+        return (
+            self.update_id >= cursor.update_id
+            and since >= self.taken_at - CROSSINGS_BEHIND
+            and now <= self.taken_at + crossings_known_ahead()
+        )
+
+    def users_crossing(self, *, since: datetime, now: datetime) -> list[int]:
+        return [
+            pk
+            for pk, last_seen, last_active in self.rows
+            if crossed_a_limit(last_seen=last_seen, last_active=last_active, since=since, now=now)
+        ]
+
+
+def clock_crossings_for(*, cursor: Cursor, since: datetime, now: datetime) -> ClockCrossings | None:
+    """A read of the clock's crossings that serves this poll: this process's, the cache's, or
+    a new one (then shared). None when no read can (a cursor older than a read reaches, or a
+    `now` the clock has not reached): the poll asks the database itself."""
+    global _kept
+    if _kept is not None and _kept.serves(cursor=cursor, since=since, now=now):
+        return _kept
+    shared = _cache_call("get", CROSSINGS_CACHE_KEY)
+    if shared is not None and shared.serves(cursor=cursor, since=since, now=now):
+        _kept = shared
+        return shared
+    fresh = read_clock_crossings()
+    if not fresh.serves(cursor=cursor, since=since, now=now):
+        return None
+    _cache_call("set", CROSSINGS_CACHE_KEY, fresh, timeout=int(crossings_known_ahead().total_seconds()))
+    _kept = fresh
+    return fresh
+
+
+def read_clock_crossings() -> ClockCrossings:
+    # In this order: the time, then the feed id, then the rows (each statement sees at least
+    # what the one before it saw).
+    taken_at = timezone.now()
+    update_id = _last_update_id()
+    near_a_limit = crossed_a_limit_q(since=taken_at - CROSSINGS_BEHIND, now=taken_at + crossings_known_ahead())
+    rows = User.objects.filter(near_a_limit).values_list("pk", "last_seen", "last_active")
+    return ClockCrossings(taken_at=taken_at, update_id=update_id, rows=tuple(rows))
+
+
+def forget_clock_crossings() -> None:
+    """Drop this process's copy (tests, whose databases roll back under it)."""
+    global _kept
+    _kept = None
+
+
+def _cache_call(method: str, *args, **kwargs):
+    """The cache only shares work: unreachable, each process reads for itself."""
+    try:
+        return getattr(cache, method)(*args, **kwargs)
+    except Exception as failure:  # noqa: BLE001 - any cache failure: read without it
+        log_event(logger, "feed_cache_unavailable", level=logging.WARNING, error=type(failure).__name__)
+        return None
 
 
 def _last_update_id() -> int:

@@ -14,6 +14,8 @@ from users.models import OnlineStatus, PresenceSession, ReportedStatus, User
 from users.presence_rules import (
     aggregate_status,
     aggregate_status_expression,
+    crossed_a_limit,
+    crossed_a_limit_q,
     effective_status,
     loaded_row_shows_the_same,
     shows_the_same_after_activity,
@@ -44,6 +46,29 @@ def test_the_python_and_sql_forms_of_the_rule_agree_on_every_case():
         sql_says = [status for status, ids in by_sql.items() if user.pk in ids]
         assert sql_says == [python_says], (user.online_status, user.last_seen, user.last_active, user.manual_status)
     assert all(by_sql.values()), "every status occurs in the grid"
+
+
+@pytest.mark.django_db
+def test_the_python_and_sql_forms_of_the_clock_crossing_agree_on_every_case():
+    # Ages on both sides of each limit, and windows ending on, before and after them.
+    ages = [None, *(timedelta(seconds=s) for s in (0, 59, 60, 61, 119, 120, 121, 179, 180, 299, 300, 301, 420))]
+    users = users_in_every_state(now=NOW, ages=ages, manual_statuses=[None])
+    present = [user for user in users if user.online_status != OnlineStatus.OFFLINE]
+    windows = [
+        (NOW - timedelta(seconds=back), NOW + timedelta(seconds=ahead))
+        for back, ahead in itertools.product((0, 1, 60, 70), (0, 1, 60))
+    ]
+    seen_both = set()
+    for since, now in windows:
+        by_sql = set(User.objects.filter(crossed_a_limit_q(since=since, now=now)).values_list("pk", flat=True))
+        by_python = {
+            user.pk
+            for user in present
+            if crossed_a_limit(last_seen=user.last_seen, last_active=user.last_active, since=since, now=now)
+        }
+        assert by_python == by_sql, (since, now)
+        seen_both |= {bool(by_sql)}
+    assert seen_both == {True, False}, "the grid has windows with and without crossings"
 
 
 @pytest.mark.django_db

@@ -6,12 +6,14 @@ import time
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.db import connections, transaction
 from django.utils import timezone
 
 from users.exceptions import InvalidCursorError, ResyncRequiredError
 from users.models import OnlineStatus, PresenceSession, ReportedStatus, SessionEndReason, User
 from users.presence_rules import effective_status, status_q, transition_margin
+from users.selectors import feed
 from users.selectors.accounts import user_directory, users_for_admin
 from users.selectors.feed import Cursor, changes_since, current_cursor, parse_cursor
 from users.selectors.presence import presence_shown_to
@@ -121,6 +123,111 @@ class TestChangesSince:
         UserFactory()
         with pytest.raises(ResyncRequiredError):
             changes_since(queryset=user_directory(), cursor=cursor, now=NOW)
+
+
+@pytest.mark.django_db
+class TestTheClocksCrossingsReadOnceForEveryPoller:
+    """users.selectors.feed.ClockCrossings: the present rows near a limit, read once and
+    shared, in place of a read of every present user's row per poll."""
+
+    @pytest.fixture
+    def reads(self, monkeypatch):
+        taken = []
+        read = feed.read_clock_crossings
+
+        def counted():
+            taken.append(read())
+            return taken[-1]
+
+        monkeypatch.setattr(feed, "read_clock_crossings", counted)
+        return taken
+
+    def test_polls_in_a_read_s_reach_share_it_across_processes(self, reads):
+        users = UserFactory.create_batch(3)
+        with time_machine.travel(NOW, tick=False) as clock:
+            for user in users:
+                presence.start_session(user=user)
+            cursor = current_cursor(now=timezone.now())
+            for _ in range(4):
+                clock.shift(10)
+                cursor = changes_since(queryset=user_directory(), cursor=cursor, now=timezone.now()).cursor
+            assert len(reads) == 1
+            feed.forget_clock_crossings()  # another process: it finds the read in the cache
+            clock.shift(10)
+            changes_since(queryset=user_directory(), cursor=cursor, now=timezone.now())
+            assert len(reads) == 1
+
+    def test_a_read_serves_no_poll_past_what_it_can_know(self, reads):
+        quiet, talkative = UserFactory(), UserFactory()
+        with time_machine.travel(NOW, tick=False) as clock:
+            presence.start_session(user=quiet)
+            talking = presence.start_session(user=talkative)
+            cursor = current_cursor(now=timezone.now())
+            clock.shift(10)
+            first = changes_since(queryset=user_directory(), cursor=cursor, now=timezone.now())
+            assert len(reads) == 1 and first.users == []
+            for _ in range(8):
+                clock.shift(20)
+                presence.record_activity(user=talkative, session=talking, active=True)
+            changes = changes_since(queryset=user_directory(), cursor=first.cursor, now=timezone.now())
+
+            # The quiet user timed out 40 s ago, 130 s after the first read: a new read found them.
+            shown = {user.pk: effective_status(user=user, now=timezone.now()) for user in changes.users}
+            assert shown[quiet.pk] == OnlineStatus.OFFLINE
+            assert shown.get(talkative.pk, OnlineStatus.ONLINE) == OnlineStatus.ONLINE
+            assert len(reads) == 2
+
+    def test_polls_answer_as_a_read_of_every_row_would_through_logins_activity_and_sweeps(self, reads, monkeypatch):
+        """Three pollers a few seconds apart, users logging in and out, typing, idling,
+        reporting away, writes committed late, sweeps: every poll finds what a read of every
+        present row finds."""
+        chooser = random.Random(22)
+        users = UserFactory.create_batch(24)
+        sessions = {}
+        polls, moved_by_the_clock = 0, 0
+        with time_machine.travel(NOW, tick=False) as clock:
+            for user in users:
+                sessions[user.pk] = presence.start_session(user=user)
+            cursors = [current_cursor(now=timezone.now())] * 3
+            for step in range(120):
+                clock.shift(chooser.choice([1, 2, 5, 10, 20, 45]))
+                for user in chooser.sample(users, 3):
+                    _act(chooser, user, sessions)
+                if chooser.random() < 0.1:
+                    presence.mark_inactive_users_offline()
+                now, poller = timezone.now(), step % 3
+                answer = changes_since(queryset=users_for_admin(), cursor=cursors[poller], now=now)
+                with monkeypatch.context() as every_row:
+                    every_row.setattr(feed, "clock_crossings_for", lambda **kwargs: None)
+                    truth = changes_since(queryset=users_for_admin(), cursor=cursors[poller], now=now)
+                assert sorted(u.pk for u in answer.users) == sorted(u.pk for u in truth.users), now
+                assert answer.removed_ids == truth.removed_ids
+                polls += 1
+                moved_by_the_clock += any(
+                    effective_status(user=u, now=now) != effective_status(user=u, now=cursors[poller].at)
+                    for u in truth.users
+                )
+                cursors[poller] = answer.cursor
+
+        assert 1 < len(reads) < polls * 0.8, "reads were shared by polls, and renewed"
+        assert moved_by_the_clock > 5, "the clock moved users between polls"
+
+
+def _act(chooser, user, sessions):
+    session = sessions[user.pk]
+    action = chooser.choice(["input", "idle", "away", "away", "late", "logout", "login", "nothing"])
+    if action == "logout" and session.revoked_at is None:
+        presence.end_session(session=session, reason=SessionEndReason.LOGOUT)
+    elif action == "login" or session.revoked_at is not None:
+        sessions[user.pk] = presence.start_session(user=User.objects.get(pk=user.pk))
+    elif action != "nothing":
+        reported = ReportedStatus.AWAY if action == "away" else None
+        # "late": a heartbeat that waited on a lock for 90 s, longer than the transition margin.
+        at = timezone.now() - timedelta(seconds=90 if action == "late" else 0)
+        loaded = PresenceSession.objects.select_related("user").get(pk=session.pk)
+        presence.record_activity(
+            user=loaded.user, session=loaded, active=action in ("input", "late"), reported_status=reported, at=at
+        )
 
 
 def _in_thread(work):
