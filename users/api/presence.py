@@ -37,12 +37,11 @@ class HeartbeatView(PresenceClockMixin, generics.GenericAPIView):
         return [throttle for throttle in super().get_throttles() if isinstance(throttle, ScopedRateThrottle)]
 
     def post(self, request):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        if serializer.validated_data["logout"]:
+        heartbeat = serializers.read_heartbeat(request.data)  # serializer_class, read lean
+        if heartbeat["logout"]:
             auth.log_out_session(session=request.auth)
             return Response(LOGGED_OUT)
-        reported = serializer.validated_data["status"]
+        reported = heartbeat["status"]
         presence.record_activity(
             user=request.user,
             session=request.auth,

@@ -1,3 +1,5 @@
+from collections.abc import Mapping
+
 from django.conf import settings
 from django.db import models
 from rest_framework import serializers
@@ -144,6 +146,27 @@ class HeartbeatSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         if attrs["logout"] and "status" in self.initial_data:
             raise serializers.ValidationError({"status": ["A heartbeat that logs out reports no status."]})
         return attrs
+
+
+_HEARTBEAT_FIELDS = frozenset(HeartbeatSerializer._declared_fields)
+_REPORTED_STATUSES = frozenset(ReportedStatus.values)
+
+
+def read_heartbeat(data) -> dict:
+    """HeartbeatSerializer's validated data. The bodies clients send (none, `{}`, a valid
+    `status`, `{"logout": true}`) are read as they stand; any other goes through the
+    serializer, so that every error is its own. Building the serializer and its fields for
+    each request took about 0.1 ms, 5-8% of a heartbeat in process (profiled for issue 22).
+    A test keeps both forms identical."""
+    if isinstance(data, Mapping) and data.keys() <= _HEARTBEAT_FIELDS:
+        status = data.get("status", ReportedStatus.ONLINE)
+        logout = data.get("logout", False)
+        if isinstance(status, str) and status in _REPORTED_STATUSES and type(logout) is bool:
+            if not (logout and "status" in data):
+                return {"status": status, "logout": logout}
+    serializer = HeartbeatSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 class ManualPresenceSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

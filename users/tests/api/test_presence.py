@@ -5,7 +5,9 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings
+from django.http import QueryDict
 from django.utils import timezone
+from rest_framework.exceptions import ValidationError
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from users.models import OnlineStatus, User
@@ -275,6 +277,53 @@ class TestMe:
         assert user_client.put(ME, {"share_presence": False}, format="json").status_code == 200
         stored = User.objects.get(pk=user.pk)
         assert (stored.share_presence, stored.first_name, stored.last_name) == (False, user.first_name, user.last_name)
+
+
+HEARTBEAT_BODIES = [
+    {},
+    QueryDict(),  # no body at all
+    {"status": "online"},
+    {"status": "away"},
+    {"logout": True},
+    {"logout": False},
+    {"logout": False, "status": "away"},
+    {"status": "busy"},
+    {"status": None},
+    {"status": 1},
+    {"status": ["away"]},
+    {"logout": "true"},
+    {"logout": 1},
+    {"logout": None},
+    {"logout": True, "status": "away"},
+    {"logout": True, "status": "online"},
+    {"stauts": "away"},
+    {"status": "away", "extra": 1},
+    [],
+    ["status"],
+    "away",
+    3,
+]
+
+
+@pytest.mark.parametrize("body", HEARTBEAT_BODIES, ids=[repr(body) for body in HEARTBEAT_BODIES])
+def test_a_heartbeat_body_reads_exactly_as_its_documented_serializer_says(body):
+    from users.api.serializers.presence import HeartbeatSerializer, read_heartbeat
+
+    serializer = HeartbeatSerializer(data=body)
+    if serializer.is_valid():
+        assert read_heartbeat(body) == serializer.validated_data
+    else:
+        with pytest.raises(ValidationError) as refused:
+            read_heartbeat(body)
+        assert refused.value.detail == serializer.errors
+
+
+@pytest.mark.parametrize("body", [{}, QueryDict(), {"status": "away"}, {"logout": True}])
+def test_the_bodies_clients_send_are_read_without_building_the_serializer(body, monkeypatch):
+    from users.api.serializers import presence as presence_serializers
+
+    monkeypatch.delattr(presence_serializers, "HeartbeatSerializer")  # a NameError if built
+    assert set(presence_serializers.read_heartbeat(body)) == {"status", "logout"}
 
 
 @pytest.mark.parametrize("state", ["online", "away", "manual_away", "hidden", "never_active"])
