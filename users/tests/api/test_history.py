@@ -79,10 +79,10 @@ class TestMyHistory:
             "last_seen": None,
         }
 
-    def test_in_a_time_zone_dates_are_local_midnights_and_moments_carry_its_offset(self, user, user_client):
+    def test_in_a_time_zone_dates_are_whole_local_days_and_moments_carry_its_offset(self, user, user_client):
         seed(user)
         body = assert_json(
-            user_client.get(MY_HISTORY, {"from": "2026-03-10", "to": "2026-03-11", "tz": "Europe/Berlin"}), 200
+            user_client.get(MY_HISTORY, {"from": "2026-03-10", "to": "2026-03-10", "tz": "Europe/Berlin"}), 200
         )
         assert (body["tz"], body["from"], body["to"]) == (
             "Europe/Berlin",
@@ -97,6 +97,54 @@ class TestMyHistory:
         assert [(day["date"], day["online_seconds"], day["away_seconds"]) for day in body["days"]] == [
             ("2026-03-10", 7200, 1800)
         ]
+
+    def test_today_as_both_from_and_to_is_the_whole_of_today_so_far(self, user, user_client):
+        seed(user)
+        body = assert_json(user_client.get(MY_HISTORY, {"from": "2026-03-11", "to": "2026-03-11"}), 200)
+        assert (body["from"], body["to"]) == ("2026-03-11T00:00:00Z", "2026-03-12T00:00:00Z")
+        assert body["intervals"] == [{"status": "online", "started_at": "2026-03-11T11:00:00Z", "ended_at": None}]
+        assert [(day["date"], day["online_seconds"], day["last_seen"]) for day in body["days"]] == [
+            ("2026-03-11", 3600, "2026-03-11T12:00:00Z")  # counted until now, not to the end of the day
+        ]
+
+    def test_a_date_as_to_includes_that_day_across_a_month_end(self, user, user_client):
+        PresenceInterval.objects.create(
+            user=user,
+            status="online",
+            started_at=datetime(2026, 2, 28, 23, 0, tzinfo=UTC),
+            ended_at=datetime(2026, 3, 1, 1, 0, tzinfo=UTC),
+        )
+        body = assert_json(user_client.get(MY_HISTORY, {"from": "2026-02-27", "to": "2026-02-28"}), 200)
+        assert body["to"] == "2026-03-01T00:00:00Z"
+        assert [(day["date"], day["online_seconds"]) for day in body["days"]] == [
+            ("2026-02-27", 0),
+            ("2026-02-28", 3600),
+        ]
+        assert body["intervals"][0]["ended_at"] == "2026-03-01T00:00:00Z"  # clipped to the range
+
+    def test_a_datetime_as_to_is_that_moment(self, user, user_client):
+        seed(user)
+        body = assert_json(user_client.get(MY_HISTORY, {"from": "2026-03-10", "to": "2026-03-10T09:00:00Z"}), 200)
+        assert body["to"] == "2026-03-10T09:00:00Z"
+        assert [(day["date"], day["online_seconds"]) for day in body["days"]] == [("2026-03-10", 3600)]
+
+    @pytest.mark.parametrize(
+        ("day", "tz", "hours", "to"),
+        [
+            ("2025-03-30", "Europe/London", 23, "2025-03-31T00:00:00+01:00"),
+            ("2025-10-26", "Europe/London", 25, "2025-10-27T00:00:00Z"),
+            ("2026-03-08", "America/New_York", 23, "2026-03-09T00:00:00-04:00"),
+            ("2025-11-02", "America/New_York", 25, "2025-11-03T00:00:00-05:00"),
+        ],
+    )
+    def test_a_dst_change_day_as_from_and_to_is_as_long_as_it_was(self, user, user_client, day, tz, hours, to):
+        around = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        PresenceInterval.objects.create(
+            user=user, status="online", started_at=around - timedelta(days=2), ended_at=around + timedelta(days=2)
+        )
+        body = assert_json(user_client.get(MY_HISTORY, {"from": day, "to": day, "tz": tz}), 200)
+        assert body["to"] == to
+        assert [(day["date"], day["online_seconds"]) for day in body["days"]] == [(day, hours * 3600)]
 
     def test_seconds_are_whole_and_rounded_down(self, user, user_client):
         PresenceInterval.objects.create(
@@ -141,7 +189,10 @@ BAD_HISTORY_QUERIES = [
     ({"from": "2026-03-11T12:00:00Z"}, "from"),  # from == to (now)
     ({"from": "2026-03-11", "to": "2026-03-10"}, "from"),
     ({"from": "2026-02-01"}, "from"),  # 38 days
-    ({"from": "2026-02-01", "to": "2026-03-05"}, "from"),  # 32 days
+    ({"from": "2026-02-01", "to": "2026-03-04"}, "from"),  # 32 days: the 4th is included
+    ({"to": "2026-02-30"}, "to"),
+    ({"to": "12/04/2026"}, "to"),
+    ({"from": "2026-03-10", "to": "2026-03-09"}, "from"),
     ({"tz": "Mars/Olympus"}, "tz"),
     ({"tz": "../../etc/passwd"}, "tz"),
     ({"tz": "Europe"}, "tz"),
@@ -165,7 +216,31 @@ class TestBadInput:
         assert (body["tz"], body["from"]) == ("UTC", "2026-03-05T00:00:00Z")
 
     def test_exactly_31_days_is_fine(self, user_client):
-        assert_json(user_client.get(MY_HISTORY, {"from": "2026-02-01", "to": "2026-03-04"}), 200)
+        assert_json(user_client.get(MY_HISTORY, {"from": "2026-02-01", "to": "2026-03-04T00:00:00Z"}), 200)
+
+    def test_a_whole_month_of_dates_is_31_days_and_one_day_more_is_a_400_that_says_so(self, user_client):
+        body = assert_json(user_client.get(MY_HISTORY, {"from": "2025-12-01", "to": "2025-12-31"}), 200)
+        assert (body["from"], body["to"], len(body["days"])) == ("2025-12-01T00:00:00Z", "2026-01-01T00:00:00Z", 31)
+
+        body = assert_json_error(user_client.get(MY_HISTORY, {"from": "2026-01-01", "to": "2026-02-01"}), 400)
+        assert body == {
+            "from": [
+                "The range from `from` to `to` is at most 31 days, a date as `to` counting as its whole day: "
+                "this one is 32 days."
+            ]
+        }
+
+    def test_31_local_days_across_a_dst_change_are_31_days(self, user_client):
+        # October 2025 in London was 31 days and an hour long: the clocks went back on the 26th.
+        query = {"from": "2025-10-01", "to": "2025-10-31", "tz": "Europe/London"}
+        body = assert_json(user_client.get(MY_HISTORY, query), 200)
+        assert (body["from"], body["to"], len(body["days"])) == (
+            "2025-10-01T00:00:00+01:00",
+            "2025-11-01T00:00:00Z",
+            31,
+        )
+        body = assert_json_error(user_client.get(MY_HISTORY, {**query, "to": "2025-11-01T00:30:00Z"}), 400)
+        assert body["from"][0].endswith("this one is over 31 days.")
 
 
 class TestAdminHistory:
@@ -243,6 +318,16 @@ class TestTimeline:
     def test_a_week_at_one_minute_steps_is_the_most(self, staff_client):
         assert_json(staff_client.get(TIMELINE, {"from": "2026-03-04T12:00:00Z"}), 200)
         assert_json(staff_client.get(TIMELINE, {"from": "2026-02-09", "to": "2026-03-11", "step": "1d"}), 200)
+        assert_json(staff_client.get(TIMELINE, {"from": "2026-03-01", "to": "2026-03-07"}), 200)
+        body = assert_json_error(staff_client.get(TIMELINE, {"from": "2026-03-01", "to": "2026-03-08"}), 400)
+        assert body == {"step": ["11,520 points; at most 10,080: take a longer step or a shorter range."]}
+
+    def test_a_date_as_from_and_to_is_that_whole_day_of_utc(self, staff_client, counts):
+        body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-10", "to": "2026-03-10", "step": "1h"}), 200)
+        assert (body["from"], body["to"]) == ("2026-03-10T00:00:00Z", "2026-03-11T00:00:00Z")
+        assert [point["at"][11:16] for point in body["points"]] == [f"{hour}:00" for hour in range(12, 24)]
+        body = assert_json(staff_client.get(TIMELINE, {"to": "2026-03-10", "step": "1h"}), 200)
+        assert (body["from"], body["to"]) == ("2026-03-10T00:00:00Z", "2026-03-11T00:00:00Z")  # 24 hours before
 
     def test_from_is_moved_back_to_the_start_of_its_step(self, staff_client, counts):
         body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-11T07:12:30Z", "step": "15m"}), 200)
