@@ -122,3 +122,10 @@ def test_history_queries_say_a_date_as_to_is_its_whole_day(schema):
         parameters = {parameter["name"]: parameter for parameter in schema["paths"][path]["get"]["parameters"]}
         assert "that whole day" in parameters["to"]["description"], path
         assert "400" in schema["paths"][path]["get"]["responses"], path
+
+
+def test_every_timeline_point_says_whether_its_step_is_over(schema):
+    point = schema["components"]["schemas"]["Point"]
+    assert point["properties"]["partial"]["type"] == "boolean"
+    assert "partial" in point["required"]
+    assert "current minute" in point["properties"]["partial"]["description"]

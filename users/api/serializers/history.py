@@ -264,6 +264,10 @@ class PointSerializer(serializers.Serializer):
     online = serializers.IntegerField()
     away = serializers.IntegerField()
     offline = serializers.IntegerField()
+    partial = serializers.BooleanField(
+        help_text="True for the last point when the range holds the current minute: its step is not over, and "
+        "the current minute's count in it is the live one, read with the request. False for every other point."
+    )
 
 
 def timeline_points(points) -> list[dict]:
@@ -271,8 +275,8 @@ def timeline_points(points) -> list[dict]:
     10,080 points, and DRF's per-field work for them cost more than the query (bench row 8).
     Times as DRF writes them in UTC (ISO 8601, `Z`). A test keeps the two identical."""
     return [
-        {"at": _utc_text(at), "online": online, "away": away, "offline": offline}
-        for at, online, away, offline in points
+        {"at": _utc_text(at), "online": online, "away": away, "offline": offline, "partial": partial}
+        for at, online, away, offline, partial in points
     ]
 
 
@@ -289,8 +293,9 @@ def _utc_text(moment: datetime) -> str:
 
 
 class TimelineSerializer(serializers.Serializer):
-    """Active users per status shown, one point per step (the mean of the sweeps' per-minute
-    counts in it, rounded); a step with no count (no sweep ran) has no point."""
+    """Active users per status shown, one point per step (the mean of the per-minute counts in
+    it, rounded); a step with no count (no beat ran) has no point. When the range holds the
+    current minute, the last point is its step so far with the live count, `partial`."""
 
     step_seconds = serializers.IntegerField()
     points = PointSerializer(many=True, required=False, help_text="Built by timeline_points, as this says.")

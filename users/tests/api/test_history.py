@@ -6,10 +6,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
+from users import tasks
 from users.models import PresenceCount, PresenceInterval
 from users.services import presence
 from users.tests.factories import UserFactory
-from users.tests.helpers import ADMIN_USERS, ALL_USERS, HEARTBEAT, ME, assert_json, assert_json_error, client_for
+from users.tests.helpers import (
+    ADMIN_USERS,
+    ALL_USERS,
+    HEARTBEAT,
+    ME,
+    SUMMARY,
+    assert_json,
+    assert_json_error,
+    client_for,
+)
 
 pytestmark = pytest.mark.django_db
 MY_HISTORY = "/api/users/me/history/"
@@ -290,14 +300,26 @@ class TestTimeline:
             60,
         )
         assert len(body["points"]) == 144  # one count every ten minutes: the empty minutes are left out
-        assert body["points"][0] == {"at": "2026-03-10T12:00:00Z", "online": 0, "away": 1, "offline": 5}
+        assert body["points"][0] == {
+            "at": "2026-03-10T12:00:00Z",
+            "online": 0,
+            "away": 1,
+            "offline": 5,
+            "partial": False,
+        }
 
     def test_a_longer_step_averages_its_minutes(self, staff_client, counts):
         body = assert_json(staff_client.get(TIMELINE, {"step": "1h"}), 200)
         assert body["step_seconds"] == 3600
         assert len(body["points"]) == 24
         # Minutes 0, 10, ..., 50: online 0, 3, 6, 2, 5, 1: 17 / 6 = 2.83.
-        assert body["points"][0] == {"at": "2026-03-10T12:00:00Z", "online": 3, "away": 1, "offline": 5}
+        assert body["points"][0] == {
+            "at": "2026-03-10T12:00:00Z",
+            "online": 3,
+            "away": 1,
+            "offline": 5,
+            "partial": False,
+        }
 
     @pytest.mark.parametrize(
         ("query", "named"),
@@ -339,6 +361,135 @@ class TestTimeline:
     def test_non_staff_get_403_and_anonymous_401(self, user_client, api_client):
         assert_json_error(user_client.get(TIMELINE), 403)
         assert_json_error(api_client.get(TIMELINE), 401)
+
+
+class TestLivePoint:
+    """When the range holds the current minute, its step is the last point, `partial`, with
+    the live count as that minute's: the timeline is never empty while the beat's first
+    minute is not over, and ends at now, not at the last minute the beat recorded."""
+
+    @staticmethod
+    def people(staff):
+        """Shown online: `staff` (a login now: the client returned) and one more; away: one;
+        offline: three."""
+        now = datetime.now(UTC)
+        online, away = UserFactory(), UserFactory()
+        for person in (online, away):
+            presence.start_session(user=person, at=now - timedelta(minutes=1))
+        presence.set_manual_status(user=away, status="away")
+        UserFactory.create_batch(3)
+        return client_for(staff)
+
+    def test_the_current_minute_is_the_last_point_with_the_live_counts(self, clock, staff):
+        staff_client = self.people(staff)
+        for minute in range(1, 5):
+            PresenceCount.objects.create(at=NOW - timedelta(minutes=minute), online=40, away=40, offline=40)
+        clock.move_to(NOW + timedelta(seconds=30))
+
+        points = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-11T11:56:00Z"}), 200)["points"]
+        live = assert_json(staff_client.get(SUMMARY), 200)
+
+        assert [(point["at"][11:16], point["partial"]) for point in points] == [
+            ("11:56", False),
+            ("11:57", False),
+            ("11:58", False),
+            ("11:59", False),
+            ("12:00", True),
+        ]
+        assert (live["online"], live["away"], live["offline"]) == (2, 1, 3)
+        assert points[-1] == {"at": "2026-03-11T12:00:00Z", "online": 2, "away": 1, "offline": 3, "partial": True}
+
+    def test_the_live_point_is_what_the_beat_records_and_stays_partial_once_it_has(self, clock, staff):
+        staff_client = self.people(staff)
+        clock.move_to(NOW + timedelta(seconds=20))
+        before = assert_json(staff_client.get(TIMELINE), 200)["points"]  # no count recorded yet: one point
+        tasks.record_presence_counts()
+        after = assert_json(staff_client.get(TIMELINE), 200)["points"]
+
+        recorded = PresenceCount.objects.get()
+        assert (
+            before
+            == after
+            == [
+                {
+                    "at": "2026-03-11T12:00:00Z",
+                    "online": recorded.online,
+                    "away": recorded.away,
+                    "offline": recorded.offline,
+                    "partial": True,
+                }
+            ]
+        )
+        assert (recorded.online, recorded.away, recorded.offline) == (2, 1, 3)
+
+    def test_a_longer_step_so_far_takes_the_live_count_for_the_current_minute(self, clock, staff):
+        staff_client = self.people(staff)
+        for minute in range(10):
+            PresenceCount.objects.create(at=NOW + timedelta(minutes=minute), online=10, away=0, offline=0)
+        # The beat's count of the current minute: the live one stands for it (the last of a
+        # minute wins), else the mean would be 92.
+        PresenceCount.objects.create(at=NOW + timedelta(minutes=10), online=1000, away=0, offline=0)
+        clock.move_to(NOW + timedelta(minutes=10, seconds=30))
+        assert_json(staff_client.post(HEARTBEAT), 200)  # the staff member is still there; the others timed out
+
+        body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-11T11:45:00Z", "step": "15m"}), 200)
+        live = assert_json(staff_client.get(SUMMARY), 200)
+
+        # Online (10 x 10 + 1) / 11 = 9.2; offline 5 / 11 = 0.45.
+        assert (live["online"], live["away"], live["offline"]) == (1, 0, 5)
+        assert body["points"] == [{"at": "2026-03-11T12:00:00Z", "online": 9, "away": 0, "offline": 0, "partial": True}]
+
+    @pytest.mark.parametrize(
+        ("moment", "query"),
+        [
+            (NOW + timedelta(seconds=30), {"to": "2026-03-11T12:00:00Z"}),  # ends where the current minute starts
+            (NOW + timedelta(seconds=30), {"to": "2026-03-11T11:00:00Z"}),
+            (NOW + timedelta(seconds=30), {"from": "2026-03-10", "to": "2026-03-10"}),
+            (NOW, {}),  # to: now, on the minute: the current minute is not in the range yet
+        ],
+    )
+    def test_a_range_that_ended_has_no_partial_point(self, clock, staff_client, moment, query):
+        PresenceCount.objects.create(at=datetime(2026, 3, 10, 12, 0, tzinfo=UTC), online=4, away=5, offline=6)
+        PresenceCount.objects.create(at=NOW - timedelta(minutes=61), online=4, away=5, offline=6)
+        PresenceCount.objects.create(at=NOW - timedelta(minutes=1), online=4, away=5, offline=6)
+        clock.move_to(moment)
+        points = assert_json(staff_client.get(TIMELINE, query), 200)["points"]
+        assert points
+        assert all(point["partial"] is False for point in points)
+        assert {(point["online"], point["away"], point["offline"]) for point in points} == {(4, 5, 6)}
+
+    def test_a_date_as_to_reaching_past_now_ends_at_the_live_point(self, clock, staff):
+        staff_client = self.people(staff)
+        PresenceCount.objects.create(at=NOW, online=40, away=40, offline=40)
+        clock.move_to(NOW + timedelta(seconds=30))
+        body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-11", "to": "2026-03-11", "step": "5m"}), 200)
+        assert body["to"] == "2026-03-12T00:00:00Z"
+        assert body["points"] == [
+            {"at": "2026-03-11T12:00:00Z", "online": 2, "away": 1, "offline": 3, "partial": True}  # 12:00 is live
+        ]
+
+    def test_the_cache_never_keeps_a_partial_point(self, clock, staff):
+        from django.core.cache import cache
+
+        from users.api.history import CACHE_KEY
+
+        clock.move_to(NOW - timedelta(seconds=30))  # 11:59:30
+        staff_client = self.people(staff)
+        for minute in range(60, 1, -1):  # 11:00-11:58: 11:59 is not recorded yet
+            PresenceCount.objects.create(at=NOW - timedelta(minutes=minute), online=7, away=7, offline=7)
+        query = {"from": "2026-03-11T11:00:00Z", "to": "2026-03-11T13:00:00Z"}
+        first = assert_json(staff_client.get(TIMELINE, query), 200)["points"]
+        tasks.record_presence_counts()  # 11:59, as the beat records it...
+        PresenceCount.objects.filter(at=NOW - timedelta(minutes=1)).update(online=70)  # ...told apart
+        clock.move_to(NOW + timedelta(minutes=3, seconds=30))  # 12:03:30: 11:00-12:00 is settled
+        second = assert_json(staff_client.get(TIMELINE, query), 200)["points"]
+
+        assert first[-1] == {"at": "2026-03-11T11:59:00Z", "online": 2, "away": 1, "offline": 3, "partial": True}
+        assert second[59] == {"at": "2026-03-11T11:59:00Z", "online": 70, "away": 1, "offline": 3, "partial": False}
+        assert [(point["at"][11:16], point["partial"]) for point in second[60:]] == [("12:03", True)]
+        cached = cache.get(CACHE_KEY.format(step=60, hour=int(datetime(2026, 3, 11, 11, tzinfo=UTC).timestamp())))
+        assert cached.count('"at"') == 60
+        assert '"partial":true' not in cached
 
 
 class TestLastActiveInLists:
@@ -397,7 +548,10 @@ def test_the_timeline_points_built_by_hand_are_what_their_serializer_says():
         Point(NOW + timedelta(minutes=minute, microseconds=minute * 1001), 10 + minute, minute, 100 - minute)
         for minute in range(5)
     ]
-    assert timeline_points(points) == PointSerializer(points, many=True).data
+    points.append(Point(NOW + timedelta(minutes=5), 7, 8, 9, partial=True))
+    by_hand = timeline_points(points)
+    assert by_hand == PointSerializer(points, many=True).data
+    assert [point["partial"] for point in by_hand] == [False] * 5 + [True]
 
 
 class TestTimelineCache:
@@ -423,7 +577,13 @@ class TestTimelineCache:
 
         changed = [point["at"] for point in second if point["online"] == 99_999]
         assert first == [
-            {"at": f"{(minutes + timedelta(minutes=m)).isoformat()[:19]}Z", "online": m, "away": 1, "offline": 2}
+            {
+                "at": f"{(minutes + timedelta(minutes=m)).isoformat()[:19]}Z",
+                "online": m,
+                "away": 1,
+                "offline": 2,
+                "partial": False,
+            }
             for m in range(30, 5 * 60)
         ]
         # 08:00-11:00 are settled and cached (07:30-08:00 is an edge, read each time); 11:00-12:00 is not.
