@@ -572,19 +572,23 @@ def history_timeline(*, users, days=7, trials=21):
     )
     execute("VACUUM ANALYZE presence_counts")
 
-    def read(trials):
+    def read(trials, *, late=timedelta(0)):
         """What the endpoint does: the points (past hours from the cache, which starts
         empty: the first trial reads the whole week), and the JSON body. Returns the cold
-        first trial and the warm ones."""
+        first trial and the warm ones. `late`: read that long into the current minute, so
+        that the week ends with the live point (one status_counts over the users table), as
+        the dashboard's reads do; its week starts a minute later."""
         cache.clear()
         timings = []
+        first, until = (start + timedelta(minutes=1) if late else start), now + late
         for _ in range(trials + 1):
             started = time.perf_counter()
-            points = timeline_points_json(start=start, end=now, step=timedelta(minutes=1), now=now)
-            head = JSONRenderer().render({"from": start, "to": now, "step_seconds": 60})
+            points = timeline_points_json(start=first, end=until, step=timedelta(minutes=1), now=until)
+            head = JSONRenderer().render({"from": first, "to": until, "step_seconds": 60})
             body = head[:-1] + b',"points":' + points.encode() + b"}"
             timings.append((time.perf_counter() - started) * 1000)
-            assert len(json.loads(body)["points"]) == minutes, body[:200]
+            answer = json.loads(body)["points"]
+            assert len(answer) == minutes and answer[-1]["partial"] == bool(late), body[:200]
         return timings[0], timings[1:]
 
     baseline_cold, baseline = read(trials)
@@ -630,6 +634,7 @@ def history_timeline(*, users, days=7, trials=21):
     execute("VACUUM ANALYZE presence_intervals")
     seed_seconds = time.perf_counter() - seed_started
     loaded_cold, loaded = read(trials)
+    _, live = read(trials, late=timedelta(seconds=30))
     user = User.objects.get(pk=users // 2)
     user_timings = []
     for _ in range(trials):
@@ -644,6 +649,7 @@ def history_timeline(*, users, days=7, trials=21):
         "timeline_p50_ms": statistics.median(loaded),
         "timeline_p99_ms": max(loaded),
         "timeline_cold_ms": loaded_cold,
+        "timeline_live_p50_ms": statistics.median(live),
         "baseline_cold_ms": baseline_cold,
         "baseline_p50_ms": statistics.median(baseline),
         "ratio": statistics.median(loaded) / statistics.median(baseline),

@@ -107,7 +107,8 @@ def _rows(r, goals):
                 f"p50 < {goals['timeline_7d_p50_ms']} ms",
                 f"p50 {_ms(history['timeline_p50_ms'])}, p99 {_ms(history['timeline_p99_ms'])}, "
                 f"first read (empty cache) {_ms(history['timeline_cold_ms'])} ({history['timeline_points']:,} "
-                f"points; {history['intervals']:,} intervals); one user's week: p50 {_ms(history['user_week_p50_ms'])}",
+                f"points; {history['intervals']:,} intervals); one user's week: p50 {_ms(history['user_week_p50_ms'])}"
+                + _live_point(history),
                 f"no intervals yet: p50 {_ms(history['baseline_p50_ms'])}, "
                 f"first read {_ms(history['baseline_cold_ms'])}",
                 f"{history['ratio']:.2f}",
@@ -115,6 +116,14 @@ def _rows(r, goals):
             )
         )
     return rows
+
+
+def _live_point(history) -> str:
+    """The same week ending 30 s into the current minute: its live point counts the users.
+    Results from before the live point have no such figure."""
+    if "timeline_live_p50_ms" not in history:
+        return ""
+    return f"; ending in the current minute (the live point): p50 {_ms(history['timeline_live_p50_ms'])}"
 
 
 def render(r, goals):

@@ -1,7 +1,8 @@
 """Presence over time on the dashboard, in a real headless Chromium against daphne on the
 test database: the chart of users online and away (24 hours and 7 days) shows the timeline
-endpoint's points, and a user's panel shows their live sessions, today's totals as the
-history endpoint gives them for the browser's time zone, and a bar per day."""
+endpoint's points, the step so far (the live count) last and marked, and a user's panel shows
+their live sessions, today's totals as the history endpoint gives them for the browser's time
+zone, and a bar per day."""
 
 from datetime import datetime, time, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -153,11 +154,18 @@ def chart_points(page):
         "#chart .point",
         """points => points.map(point => ({
             at: point.dataset.at, online: Number(point.dataset.online),
-            away: Number(point.dataset.away), offline: Number(point.dataset.offline) }))""",
+            away: Number(point.dataset.away), offline: Number(point.dataset.offline),
+            partial: point.dataset.partial === "true" }))""",
     )
 
 
-def check_chart_against_api(page, asgi, token, *, range_, step, span, step_seconds):
+def timeline_read(page):
+    """Waits for the page's next timeline response, whose body is `.value.json()`."""
+    return page.expect_response(lambda response: "/presence/timeline/" in response.url, timeout=WAIT_MS)
+
+
+def check_chart_against_api(page, asgi, token, shown, *, range_, step, span, step_seconds):
+    """`shown`: the timeline body the page read."""
     page.locator(f'#chart svg[data-range="{range_}"]').wait_for(timeout=WAIT_MS)
     assert page.locator("#chart-error").is_hidden(), page.inner_text("#chart-error")
     url = page.timelines[-1]
@@ -166,24 +174,32 @@ def check_chart_against_api(page, asgi, token, *, range_, step, span, step_secon
     start, end = (datetime.fromisoformat(query[name][0]) for name in ("from", "to"))
     assert end - start == span
     assert abs(end - timezone.now()) <= timedelta(seconds=step_seconds + 60)
+    assert chart_points(page) == shown["points"]  # every point, the same figures
 
+    # What the API answers for that range, but for the step so far: its live count is the
+    # request's own, and the step may have ended since.
     status, timeline = asgi.http(url, token=token)
     assert status == 200, timeline
     assert timeline["step_seconds"] == step_seconds
     assert len(timeline["points"]) > 20
-    assert chart_points(page) == timeline["points"]  # every point, the same figures
+    *settled, latest = shown["points"]
+    assert settled == timeline["points"][: len(settled)]
+    assert latest["partial"] is True  # the range ends after now: the step holding now is last
+    assert not any(point["partial"] for point in settled)
+    assert page.locator("#chart .point.partial").count() == 1
+    assert page.get_attribute("#chart .point.partial", "data-at") == latest["at"]
+    assert page.locator("#chart circle.latest.partial").count() == 2  # online and away, drawn as rings
 
     svg = page.locator("#chart svg")
     assert svg.get_attribute("role") == "img"
     assert svg.get_attribute("data-step-seconds") == str(step_seconds)
-    latest = timeline["points"][-1]
     description = page.text_content("#chart-desc")
+    assert description.startswith("Now, this step so far, at ")
     assert f"{latest['online']} online, {latest['away']} away, {latest['offline']} offline" in description
     assert page.text_content("#chart-title").startswith("Users online and away over the last")
     assert page.locator("#chart .x-label").count() >= 6  # hours or days along the bottom
     assert page.locator("#chart .y-label").count() == 5
     assert page.locator("#chart path.line.online").get_attribute("d").count("M") >= 1
-    return timeline
 
 
 def test_the_chart_and_a_users_panel_show_what_the_api_says(history, asgi, page):
@@ -193,13 +209,15 @@ def test_the_chart_and_a_users_panel_show_what_the_api_says(history, asgi, page)
     assert status == 200, tokens
     token = tokens["access"]
 
-    sign_in(page, base_url, "ada")
-    page.wait_for_url(f"{base_url}/dashboard/")
+    with timeline_read(page) as first_read:
+        sign_in(page, base_url, "ada")
+        page.wait_for_url(f"{base_url}/dashboard/")
     row(page, "cleo").locator(".status-text", has_text="online").wait_for(timeout=WAIT_MS)
     OUTPUT.mkdir(parents=True, exist_ok=True)
 
     # The chart: the last 24 hours by 5 minutes, then the last 7 days by the hour.
-    day = check_chart_against_api(page, asgi, token, range_="24h", step="5m", span=timedelta(days=1), step_seconds=300)
+    day = first_read.value.json()
+    check_chart_against_api(page, asgi, token, day, range_="24h", step="5m", span=timedelta(days=1), step_seconds=300)
     # The hour no sweep ran is a break in the line, not a slope across it.
     assert page.locator("#chart path.line.online").get_attribute("d").count("M") == 2
     assert len(day["points"]) == 288 - 12 or len(day["points"]) == 288 - 13
@@ -207,8 +225,10 @@ def test_the_chart_and_a_users_panel_show_what_the_api_says(history, asgi, page)
     page.locator("#chart").screenshot(path=str(OUTPUT / "dashboard-history-chart-only.png"))
     page.screenshot(path=str(OUTPUT / "dashboard-history-chart.png"), full_page=True)
 
-    page.click('.range button[data-range="7d"]')
-    check_chart_against_api(page, asgi, token, range_="7d", step="1h", span=timedelta(days=7), step_seconds=3600)
+    with timeline_read(page) as week_read:
+        page.click('.range button[data-range="7d"]')
+    week = week_read.value.json()
+    check_chart_against_api(page, asgi, token, week, range_="7d", step="1h", span=timedelta(days=7), step_seconds=3600)
     assert page.get_attribute('.range button[data-range="7d"]', "aria-pressed") == "true"
     assert page.get_attribute('.range button[data-range="24h"]', "aria-pressed") == "false"
     page.screenshot(path=str(OUTPUT / "dashboard-history-chart-7d.png"), full_page=True)

@@ -114,3 +114,18 @@ def test_the_schema_and_the_docs_are_served_without_authentication(client):
     # Swagger UI's files come with the project (drf-spectacular-sidecar), never from a CDN.
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert "cdn." not in page
+
+
+def test_history_queries_say_a_date_as_to_is_its_whole_day(schema):
+    history = ("/api/users/me/history/", "/api/users/admin/users/{id}/history/")
+    for path in (*history, "/api/users/admin/presence/timeline/"):
+        parameters = {parameter["name"]: parameter for parameter in schema["paths"][path]["get"]["parameters"]}
+        assert "that whole day" in parameters["to"]["description"], path
+        assert "400" in schema["paths"][path]["get"]["responses"], path
+
+
+def test_every_timeline_point_says_whether_its_step_is_over(schema):
+    point = schema["components"]["schemas"]["Point"]
+    assert point["properties"]["partial"]["type"] == "boolean"
+    assert "partial" in point["required"]
+    assert "current minute" in point["properties"]["partial"]["description"]

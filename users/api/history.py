@@ -70,7 +70,8 @@ class AdminUserHistoryView(_UserHistoryMixin, generics.GenericAPIView):
 
 @extend_schema(parameters=[serializers.TimelineQuerySerializer], responses=serializers.TimelineSerializer)
 class PresenceTimelineView(PresenceClockMixin, generics.GenericAPIView):
-    """Active users per status over time, from the sweeps' per-minute counts."""
+    """Active users per status over time, from the per-minute counts; the step holding now
+    ends with the live count, marked partial."""
 
     permission_classes = [IsAdminUser]
     schema = QuerySchema()
@@ -92,25 +93,27 @@ class PresenceTimelineView(PresenceClockMixin, generics.GenericAPIView):
 # (users.tasks.record_presence_counts), so an hour is settled a little after it ends.
 CACHED_PIECE = timedelta(hours=1)
 SETTLED_AFTER = timedelta(minutes=2)
-CACHE_KEY = "presence-timeline:v1:{step}:{hour}"
+CACHE_KEY = "presence-timeline:v2:{step}:{hour}"  # v2: points carry `partial`
 
 
 def timeline_points_json(*, start: datetime, end: datetime, step: timedelta, now: datetime) -> str:
-    """The points of [start, end) at `step` as a JSON array's text. Whole settled hours come
-    from the cache, and are put there when missing; the edges and the current hour are read
-    from the database. A week at one-minute steps read and written out whole cost ~100 ms
-    (bench row 8). Steps longer than an hour are few: those are always read whole."""
+    """The points of [start, end) at `step` as a JSON array's text, the step holding now's
+    minute last and partial (users.selectors.history.timeline). Whole settled hours come from
+    the cache, and are put there when missing; the edges and the current hour are read from
+    the database. A settled hour ended before now's minute: it is read without `now`, so it
+    never holds the partial point. A week at one-minute steps read and written out whole cost
+    ~100 ms (bench row 8). Steps longer than an hour are few: those are always read whole."""
     hours = _settled_hours(start=start, end=end, now=now) if CACHED_PIECE % step == timedelta(0) else []
     if not hours:
-        return f"[{_points_text(start, end, step)}]"
+        return f"[{_points_text(start, end, step, now=now)}]"
     keys = [CACHE_KEY.format(step=int(step.total_seconds()), hour=int(hour.timestamp())) for hour in hours]
     cached = _cache_call("get_many", keys) or {}
-    pieces, missing = [_points_text(start, hours[0], step)], {}
+    pieces, missing = [_points_text(start, hours[0], step, now=now)], {}
     for hour, key in zip(hours, keys, strict=True):
         if key not in cached:
-            cached[key] = missing[key] = _points_text(hour, hour + CACHED_PIECE, step)
+            cached[key] = missing[key] = _points_text(hour, hour + CACHED_PIECE, step, now=None)
         pieces.append(cached[key])
-    pieces.append(_points_text(hours[-1] + CACHED_PIECE, end, step))
+    pieces.append(_points_text(hours[-1] + CACHED_PIECE, end, step, now=now))
     if missing:
         # Kept no longer than the counts themselves (users.tasks.prune_presence_history).
         timeout = (hours[0] + timedelta(days=settings.PRESENCE_HISTORY_DAYS) - now).total_seconds()
@@ -124,10 +127,10 @@ def _settled_hours(*, start: datetime, end: datetime, now: datetime) -> list[dat
     return [first + n * CACHED_PIECE for n in range(max(0, (last_end - first) // CACHED_PIECE))]
 
 
-def _points_text(start: datetime, end: datetime, step: timedelta) -> str:
+def _points_text(start: datetime, end: datetime, step: timedelta, *, now: datetime | None) -> str:
     if start >= end:
         return ""
-    return serializers.timeline_points_text(history_selectors.timeline(start=start, end=end, step=step))
+    return serializers.timeline_points_text(history_selectors.timeline(start=start, end=end, step=step, now=now))
 
 
 def _cache_call(method: str, *args, **kwargs):

@@ -10,6 +10,7 @@ from django.db.models import Q
 
 from users.models import OnlineStatus, PresenceCount, PresenceInterval, User
 from users.presence_rules import inactivity_timeout
+from users.selectors.presence import status_counts
 
 
 @dataclass(frozen=True)
@@ -87,25 +88,47 @@ class Point(NamedTuple):
     online: int
     away: int
     offline: int
+    partial: bool = False  # the step holding now: not over yet
 
 
-def timeline(*, start: datetime, end: datetime, step: timedelta) -> list[Point]:
+def minute_counts(*, now: datetime) -> dict[str, int]:
+    """Users per status shown at `now`: a minute's sample of the timeline, as the beat task
+    records it (users.services.history.record_counts) and as the live point reads it."""
+    counts = status_counts(now=now)
+    return {status: counts[status] for status in OnlineStatus.values}
+
+
+def timeline(*, start: datetime, end: datetime, step: timedelta, now: datetime | None = None) -> list[Point]:
     """Users per status from start to end, one point per `step` starting at `start`: the
     mean of the minutes in it, rounded half up; a step with no sample (no count was
-    recorded) is left out."""
+    recorded) is left out.
+
+    With `now`, when [start, end) holds now's minute: that minute's sample is the live count
+    (minute_counts at `now`: what the beat would record now, which it may not have done yet,
+    the last of a minute winning), and the step holding it is the last point, `partial`.
+    Without `now` no point is partial: what the cache keeps (users.api.history)."""
+    minute = now.astimezone(UTC).replace(second=0, microsecond=0) if now else None
+    live = minute is not None and start <= minute < end
     origin, width = start.timestamp(), step.total_seconds()
     buckets: dict[int, list[int]] = {}  # index: [online, away, offline, samples]
-    samples = PresenceCount.objects.filter(at__gte=start, at__lt=end).order_by("at")
-    for at, online, away, offline in samples.values_list("at", "online", "away", "offline"):
+    samples = PresenceCount.objects.filter(at__gte=start, at__lt=minute if live else end).order_by("at")
+    rows = list(samples.values_list("at", "online", "away", "offline"))
+    if live:
+        counts = minute_counts(now=now)
+        rows.append((minute, counts["online"], counts["away"], counts["offline"]))
+    for at, online, away, offline in rows:
         bucket = buckets.setdefault(int((at.timestamp() - origin) // width), [0, 0, 0, 0])
         bucket[0] += online
         bucket[1] += away
         bucket[2] += offline
         bucket[3] += 1
-    return [
+    points = [
         Point(start + index * step, *(_mean_half_up(total, n) for total in (online, away, offline)))
         for index, (online, away, offline, n) in sorted(buckets.items())
     ]
+    if live:
+        points[-1] = points[-1]._replace(partial=True)
+    return points
 
 
 def _mean_half_up(total: int, n: int) -> int:

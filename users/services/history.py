@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce, Greatest
 
 from users.models import OnlineStatus, PresenceCount, PresenceInterval, User
 from users.presence_rules import away_after, effective_status, inactivity_timeout, input_went_stale_q, status_q
-from users.selectors.presence import status_counts
+from users.selectors.history import minute_counts
 
 # How far back a sweep looks for the clock's away transitions, before the previous sweep:
 # a user whose row was locked by another writer at that sweep (skipped, not waited for) is
@@ -131,11 +131,7 @@ def record_counts(*, at: datetime) -> None:
     """Users per status shown at `at`'s minute (beat, every minute; the last of a minute
     wins). Its own task, not the sweep's: counting every active user grows with the table,
     and the sweep must not."""
-    counts = status_counts(now=at)
-    PresenceCount.objects.update_or_create(
-        at=at.replace(second=0, microsecond=0),
-        defaults={status: counts[status] for status in OnlineStatus.values},
-    )
+    PresenceCount.objects.update_or_create(at=at.replace(second=0, microsecond=0), defaults=minute_counts(now=at))
 
 
 def prune(*, now: datetime) -> tuple[int, int]:

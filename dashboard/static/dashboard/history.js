@@ -2,7 +2,8 @@
 // or 7 days, plain SVG), and a panel for one user (a row clicked, or Enter or Space on it):
 // their live sessions, today's time online and away, and a bar per day for the last 7 days.
 // The chart is read from the timeline endpoint when shown and every few minutes after, never
-// on pushes; the panel is read when opened, and again when a push says that user changed.
+// on pushes; its last point is the step so far (`partial`, with the live count), drawn hollow.
+// The panel is read when opened, and again when a push says that user changed.
 // Everything a user typed (names, user agents) is set with textContent.
 "use strict";
 
@@ -122,7 +123,8 @@
     const latest = points.at(-1);
     const peak = points.reduce((best, point) => (!best || point.online > best.online ? point : best), null);
     const description = latest
-      ? `Latest, at ${when(latest.ms)}: ${latest.online} online, ${latest.away} away, ${latest.offline} offline. ` +
+      ? `${latest.partial ? "Now, this step so far" : "Latest"}, at ${when(latest.ms)}: ` +
+        `${latest.online} online, ${latest.away} away, ${latest.offline} offline. ` +
         `Most online: ${peak.online}, at ${when(peak.ms)}. ${points.length} points, one per ${duration(timeline.step_seconds)}.`
       : "No counts were recorded in this period.";
 
@@ -183,7 +185,10 @@
       flush();
       root.append(svg("path", { class: `area ${status}`, d: area, "aria-hidden": "true" }));
       root.append(svg("path", { class: `line ${status}`, d: line, "aria-hidden": "true" }));
-      if (latest) root.append(svg("circle", { class: `latest ${status}`, cx: middle(latest), cy: y(latest[status]), r: 4 }));
+      if (latest) {
+        const live = latest.partial ? " partial" : "";
+        root.append(svg("circle", { class: `latest ${status}${live}`, cx: middle(latest), cy: y(latest[status]), r: 4 }));
+      }
     }
 
     // One hover band per point, with its figures (data-*, and a tooltip).
@@ -191,14 +196,15 @@
     const width = Math.max(1, (stepMs / (to - from)) * plotW);
     for (const point of points) {
       const band = svg("g", {
-        class: "point",
+        class: point.partial ? "point partial" : "point",
         "data-at": point.at,
         "data-online": point.online,
         "data-away": point.away,
         "data-offline": point.offline,
+        "data-partial": point.partial,
       });
       band.append(
-        svg("title", {}, `${when(point.ms)}: ${point.online} online, ${point.away} away`),
+        svg("title", {}, `${when(point.ms)}: ${point.online} online, ${point.away} away${point.partial ? " (so far)" : ""}`),
         svg("rect", { x: x(point.ms), y: M.top, width, height: plotH }),
       );
       bands.append(band);

@@ -32,8 +32,8 @@ def _time_zone_names() -> frozenset[str]:
 
 class MomentField(serializers.CharField):
     """An ISO 8601 datetime with its offset (`2026-03-01T09:30:00+01:00`, `...Z`), or a date
-    (`2026-03-01`), which the serializer turns into a midnight. Returns an aware datetime or a
-    date."""
+    (`2026-03-01`), which the serializer turns into a midnight: that day's as `from`, the next
+    one as `to` (the whole day included). Returns an aware datetime or a date."""
 
     MAX_LENGTH = 64
     default_error_messages = {
@@ -82,12 +82,22 @@ def _midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC)
 
 
+def _local_span(start: datetime, end: datetime, tz: ZoneInfo) -> timedelta:
+    """end - start on `tz`'s wall clock: a local day is one day, 23 or 25 hours long on a DST
+    change, so that a range of whole local days is as long as their count."""
+    return end.astimezone(tz).replace(tzinfo=None) - start.astimezone(tz).replace(tzinfo=None)
+
+
 class RangeQuerySerializer(serializers.Serializer):
     """`from` and `to` (a Python keyword: the fields are built in get_fields). Validated data:
-    `start`, `end` (aware, UTC), plus what subclasses add. The context carries `now`."""
+    `start`, `end` (aware, UTC), plus what subclasses add. The context carries `now`.
+
+    A date as `from` starts at that day's midnight in the time zone; a date as `to` ends at
+    the next one, so that `from=D&to=D` is the whole of day D, as date pickers mean it. A
+    datetime is that moment, `to` excluded."""
 
     FROM_HELP = ""
-    TO_HELP = "ISO 8601 datetime with offset, or a date (its midnight). Default: now."
+    TO_HELP = "ISO 8601 datetime with offset (excluded), or a date (that whole day). Default: now."
 
     def get_fields(self):
         return {
@@ -107,10 +117,17 @@ class RangeQuerySerializer(serializers.Serializer):
         end = self._resolve(attrs.get("to"), tz, "to") or self.context["now"]
         start = self._resolve(attrs.get("from"), tz, "from") or self.default_start(end=end, tz=tz)
         if start >= end:
-            raise serializers.ValidationError({"from": ["Must be before `to`."]})
-        if end - start > MAX_RANGE:
+            raise serializers.ValidationError({"from": ["Must be before `to` (a date as `to` is its whole day)."]})
+        span = _local_span(start, end, tz)
+        if span > MAX_RANGE:
+            length = f"{span.days} days" if span % timedelta(days=1) == timedelta(0) else f"over {span.days} days"
             raise serializers.ValidationError(
-                {"from": [f"The range from `from` to `to` is at most {MAX_RANGE.days} days."]}
+                {
+                    "from": [
+                        f"The range from `from` to `to` is at most {MAX_RANGE.days} days, a date as `to` "
+                        f"counting as its whole day: this one is {length}."
+                    ]
+                }
             )
         return {**attrs, "start": start, "end": end, "tz": tz}
 
@@ -120,17 +137,20 @@ class RangeQuerySerializer(serializers.Serializer):
             return moment
         if not EARLIEST.date() <= moment <= LATEST.date():
             raise serializers.ValidationError({name: [MomentField.default_error_messages["out_of_range"]]})
-        return _midnight(moment, tz)
+        return _midnight(moment + timedelta(days=1) if name == "to" else moment, tz)
 
 
 class HistoryQuerySerializer(RangeQuerySerializer):
     """`?from=&to=&tz=` of a user's history."""
 
     FROM_HELP = (
-        "ISO 8601 datetime with offset, or a date: midnight of that day in `tz`. Default: midnight in `tz` "
+        "ISO 8601 datetime with offset, or a date: from midnight of that day in `tz`. Default: midnight in `tz` "
         "six days before the day of `to` (seven local days). At most 31 days before `to`."
     )
-    TO_HELP = "ISO 8601 datetime with offset, or a date: midnight of that day in `tz` (excluded). Default: now."
+    TO_HELP = (
+        "ISO 8601 datetime with offset (excluded), or a date: that whole day in `tz`, up to the next midnight "
+        "(`from=2026-12-04&to=2026-12-04` is that day). Default: now. Nothing after now is counted."
+    )
 
     tz = serializers.CharField(
         required=False, default="UTC", max_length=64, help_text="An IANA time zone, e.g. Europe/Berlin."
@@ -154,11 +174,14 @@ class TimelineQuerySerializer(RangeQuerySerializer):
     timedelta."""
 
     FROM_HELP = (
-        "ISO 8601 datetime with offset, or a date (its midnight, UTC). Default: 24 hours before `to`. "
+        "ISO 8601 datetime with offset, or a date (from its midnight, UTC). Default: 24 hours before `to`. "
         "At most 31 days before `to`. Moved back to the start of its step: steps are whole minutes, hours "
         "or days of UTC, and the answer's `from` says where the first step starts."
     )
-    TO_HELP = "ISO 8601 datetime with offset, or a date (its midnight, UTC; excluded). Default: now."
+    TO_HELP = (
+        "ISO 8601 datetime with offset (excluded), or a date: that whole day of UTC, up to the next midnight. "
+        "Default: now."
+    )
 
     step = choice_field(
         [(name, name) for name in STEPS],
@@ -241,6 +264,10 @@ class PointSerializer(serializers.Serializer):
     online = serializers.IntegerField()
     away = serializers.IntegerField()
     offline = serializers.IntegerField()
+    partial = serializers.BooleanField(
+        help_text="True for the last point when the range holds the current minute: its step is not over, and "
+        "the current minute's count in it is the live one, read with the request. False for every other point."
+    )
 
 
 def timeline_points(points) -> list[dict]:
@@ -248,8 +275,8 @@ def timeline_points(points) -> list[dict]:
     10,080 points, and DRF's per-field work for them cost more than the query (bench row 8).
     Times as DRF writes them in UTC (ISO 8601, `Z`). A test keeps the two identical."""
     return [
-        {"at": _utc_text(at), "online": online, "away": away, "offline": offline}
-        for at, online, away, offline in points
+        {"at": _utc_text(at), "online": online, "away": away, "offline": offline, "partial": partial}
+        for at, online, away, offline, partial in points
     ]
 
 
@@ -266,8 +293,9 @@ def _utc_text(moment: datetime) -> str:
 
 
 class TimelineSerializer(serializers.Serializer):
-    """Active users per status shown, one point per step (the mean of the sweeps' per-minute
-    counts in it, rounded); a step with no count (no sweep ran) has no point."""
+    """Active users per status shown, one point per step (the mean of the per-minute counts in
+    it, rounded); a step with no count (no beat ran) has no point. When the range holds the
+    current minute, the last point is its step so far with the live count, `partial`."""
 
     step_seconds = serializers.IntegerField()
     points = PointSerializer(many=True, required=False, help_text="Built by timeline_points, as this says.")

@@ -6,10 +6,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
+from users import tasks
 from users.models import PresenceCount, PresenceInterval
 from users.services import presence
 from users.tests.factories import UserFactory
-from users.tests.helpers import ADMIN_USERS, ALL_USERS, HEARTBEAT, ME, assert_json, assert_json_error, client_for
+from users.tests.helpers import (
+    ADMIN_USERS,
+    ALL_USERS,
+    HEARTBEAT,
+    ME,
+    SUMMARY,
+    assert_json,
+    assert_json_error,
+    client_for,
+)
 
 pytestmark = pytest.mark.django_db
 MY_HISTORY = "/api/users/me/history/"
@@ -79,10 +89,10 @@ class TestMyHistory:
             "last_seen": None,
         }
 
-    def test_in_a_time_zone_dates_are_local_midnights_and_moments_carry_its_offset(self, user, user_client):
+    def test_in_a_time_zone_dates_are_whole_local_days_and_moments_carry_its_offset(self, user, user_client):
         seed(user)
         body = assert_json(
-            user_client.get(MY_HISTORY, {"from": "2026-03-10", "to": "2026-03-11", "tz": "Europe/Berlin"}), 200
+            user_client.get(MY_HISTORY, {"from": "2026-03-10", "to": "2026-03-10", "tz": "Europe/Berlin"}), 200
         )
         assert (body["tz"], body["from"], body["to"]) == (
             "Europe/Berlin",
@@ -97,6 +107,54 @@ class TestMyHistory:
         assert [(day["date"], day["online_seconds"], day["away_seconds"]) for day in body["days"]] == [
             ("2026-03-10", 7200, 1800)
         ]
+
+    def test_today_as_both_from_and_to_is_the_whole_of_today_so_far(self, user, user_client):
+        seed(user)
+        body = assert_json(user_client.get(MY_HISTORY, {"from": "2026-03-11", "to": "2026-03-11"}), 200)
+        assert (body["from"], body["to"]) == ("2026-03-11T00:00:00Z", "2026-03-12T00:00:00Z")
+        assert body["intervals"] == [{"status": "online", "started_at": "2026-03-11T11:00:00Z", "ended_at": None}]
+        assert [(day["date"], day["online_seconds"], day["last_seen"]) for day in body["days"]] == [
+            ("2026-03-11", 3600, "2026-03-11T12:00:00Z")  # counted until now, not to the end of the day
+        ]
+
+    def test_a_date_as_to_includes_that_day_across_a_month_end(self, user, user_client):
+        PresenceInterval.objects.create(
+            user=user,
+            status="online",
+            started_at=datetime(2026, 2, 28, 23, 0, tzinfo=UTC),
+            ended_at=datetime(2026, 3, 1, 1, 0, tzinfo=UTC),
+        )
+        body = assert_json(user_client.get(MY_HISTORY, {"from": "2026-02-27", "to": "2026-02-28"}), 200)
+        assert body["to"] == "2026-03-01T00:00:00Z"
+        assert [(day["date"], day["online_seconds"]) for day in body["days"]] == [
+            ("2026-02-27", 0),
+            ("2026-02-28", 3600),
+        ]
+        assert body["intervals"][0]["ended_at"] == "2026-03-01T00:00:00Z"  # clipped to the range
+
+    def test_a_datetime_as_to_is_that_moment(self, user, user_client):
+        seed(user)
+        body = assert_json(user_client.get(MY_HISTORY, {"from": "2026-03-10", "to": "2026-03-10T09:00:00Z"}), 200)
+        assert body["to"] == "2026-03-10T09:00:00Z"
+        assert [(day["date"], day["online_seconds"]) for day in body["days"]] == [("2026-03-10", 3600)]
+
+    @pytest.mark.parametrize(
+        ("day", "tz", "hours", "to"),
+        [
+            ("2025-03-30", "Europe/London", 23, "2025-03-31T00:00:00+01:00"),
+            ("2025-10-26", "Europe/London", 25, "2025-10-27T00:00:00Z"),
+            ("2026-03-08", "America/New_York", 23, "2026-03-09T00:00:00-04:00"),
+            ("2025-11-02", "America/New_York", 25, "2025-11-03T00:00:00-05:00"),
+        ],
+    )
+    def test_a_dst_change_day_as_from_and_to_is_as_long_as_it_was(self, user, user_client, day, tz, hours, to):
+        around = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        PresenceInterval.objects.create(
+            user=user, status="online", started_at=around - timedelta(days=2), ended_at=around + timedelta(days=2)
+        )
+        body = assert_json(user_client.get(MY_HISTORY, {"from": day, "to": day, "tz": tz}), 200)
+        assert body["to"] == to
+        assert [(day["date"], day["online_seconds"]) for day in body["days"]] == [(day, hours * 3600)]
 
     def test_seconds_are_whole_and_rounded_down(self, user, user_client):
         PresenceInterval.objects.create(
@@ -141,7 +199,10 @@ BAD_HISTORY_QUERIES = [
     ({"from": "2026-03-11T12:00:00Z"}, "from"),  # from == to (now)
     ({"from": "2026-03-11", "to": "2026-03-10"}, "from"),
     ({"from": "2026-02-01"}, "from"),  # 38 days
-    ({"from": "2026-02-01", "to": "2026-03-05"}, "from"),  # 32 days
+    ({"from": "2026-02-01", "to": "2026-03-04"}, "from"),  # 32 days: the 4th is included
+    ({"to": "2026-02-30"}, "to"),
+    ({"to": "12/04/2026"}, "to"),
+    ({"from": "2026-03-10", "to": "2026-03-09"}, "from"),
     ({"tz": "Mars/Olympus"}, "tz"),
     ({"tz": "../../etc/passwd"}, "tz"),
     ({"tz": "Europe"}, "tz"),
@@ -165,7 +226,31 @@ class TestBadInput:
         assert (body["tz"], body["from"]) == ("UTC", "2026-03-05T00:00:00Z")
 
     def test_exactly_31_days_is_fine(self, user_client):
-        assert_json(user_client.get(MY_HISTORY, {"from": "2026-02-01", "to": "2026-03-04"}), 200)
+        assert_json(user_client.get(MY_HISTORY, {"from": "2026-02-01", "to": "2026-03-04T00:00:00Z"}), 200)
+
+    def test_a_whole_month_of_dates_is_31_days_and_one_day_more_is_a_400_that_says_so(self, user_client):
+        body = assert_json(user_client.get(MY_HISTORY, {"from": "2025-12-01", "to": "2025-12-31"}), 200)
+        assert (body["from"], body["to"], len(body["days"])) == ("2025-12-01T00:00:00Z", "2026-01-01T00:00:00Z", 31)
+
+        body = assert_json_error(user_client.get(MY_HISTORY, {"from": "2026-01-01", "to": "2026-02-01"}), 400)
+        assert body == {
+            "from": [
+                "The range from `from` to `to` is at most 31 days, a date as `to` counting as its whole day: "
+                "this one is 32 days."
+            ]
+        }
+
+    def test_31_local_days_across_a_dst_change_are_31_days(self, user_client):
+        # October 2025 in London was 31 days and an hour long: the clocks went back on the 26th.
+        query = {"from": "2025-10-01", "to": "2025-10-31", "tz": "Europe/London"}
+        body = assert_json(user_client.get(MY_HISTORY, query), 200)
+        assert (body["from"], body["to"], len(body["days"])) == (
+            "2025-10-01T00:00:00+01:00",
+            "2025-11-01T00:00:00Z",
+            31,
+        )
+        body = assert_json_error(user_client.get(MY_HISTORY, {**query, "to": "2025-11-01T00:30:00Z"}), 400)
+        assert body["from"][0].endswith("this one is over 31 days.")
 
 
 class TestAdminHistory:
@@ -215,14 +300,26 @@ class TestTimeline:
             60,
         )
         assert len(body["points"]) == 144  # one count every ten minutes: the empty minutes are left out
-        assert body["points"][0] == {"at": "2026-03-10T12:00:00Z", "online": 0, "away": 1, "offline": 5}
+        assert body["points"][0] == {
+            "at": "2026-03-10T12:00:00Z",
+            "online": 0,
+            "away": 1,
+            "offline": 5,
+            "partial": False,
+        }
 
     def test_a_longer_step_averages_its_minutes(self, staff_client, counts):
         body = assert_json(staff_client.get(TIMELINE, {"step": "1h"}), 200)
         assert body["step_seconds"] == 3600
         assert len(body["points"]) == 24
         # Minutes 0, 10, ..., 50: online 0, 3, 6, 2, 5, 1: 17 / 6 = 2.83.
-        assert body["points"][0] == {"at": "2026-03-10T12:00:00Z", "online": 3, "away": 1, "offline": 5}
+        assert body["points"][0] == {
+            "at": "2026-03-10T12:00:00Z",
+            "online": 3,
+            "away": 1,
+            "offline": 5,
+            "partial": False,
+        }
 
     @pytest.mark.parametrize(
         ("query", "named"),
@@ -243,6 +340,16 @@ class TestTimeline:
     def test_a_week_at_one_minute_steps_is_the_most(self, staff_client):
         assert_json(staff_client.get(TIMELINE, {"from": "2026-03-04T12:00:00Z"}), 200)
         assert_json(staff_client.get(TIMELINE, {"from": "2026-02-09", "to": "2026-03-11", "step": "1d"}), 200)
+        assert_json(staff_client.get(TIMELINE, {"from": "2026-03-01", "to": "2026-03-07"}), 200)
+        body = assert_json_error(staff_client.get(TIMELINE, {"from": "2026-03-01", "to": "2026-03-08"}), 400)
+        assert body == {"step": ["11,520 points; at most 10,080: take a longer step or a shorter range."]}
+
+    def test_a_date_as_from_and_to_is_that_whole_day_of_utc(self, staff_client, counts):
+        body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-10", "to": "2026-03-10", "step": "1h"}), 200)
+        assert (body["from"], body["to"]) == ("2026-03-10T00:00:00Z", "2026-03-11T00:00:00Z")
+        assert [point["at"][11:16] for point in body["points"]] == [f"{hour}:00" for hour in range(12, 24)]
+        body = assert_json(staff_client.get(TIMELINE, {"to": "2026-03-10", "step": "1h"}), 200)
+        assert (body["from"], body["to"]) == ("2026-03-10T00:00:00Z", "2026-03-11T00:00:00Z")  # 24 hours before
 
     def test_from_is_moved_back_to_the_start_of_its_step(self, staff_client, counts):
         body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-11T07:12:30Z", "step": "15m"}), 200)
@@ -254,6 +361,135 @@ class TestTimeline:
     def test_non_staff_get_403_and_anonymous_401(self, user_client, api_client):
         assert_json_error(user_client.get(TIMELINE), 403)
         assert_json_error(api_client.get(TIMELINE), 401)
+
+
+class TestLivePoint:
+    """When the range holds the current minute, its step is the last point, `partial`, with
+    the live count as that minute's: the timeline is never empty while the beat's first
+    minute is not over, and ends at now, not at the last minute the beat recorded."""
+
+    @staticmethod
+    def people(staff):
+        """Shown online: `staff` (a login now: the client returned) and one more; away: one;
+        offline: three."""
+        now = datetime.now(UTC)
+        online, away = UserFactory(), UserFactory()
+        for person in (online, away):
+            presence.start_session(user=person, at=now - timedelta(minutes=1))
+        presence.set_manual_status(user=away, status="away")
+        UserFactory.create_batch(3)
+        return client_for(staff)
+
+    def test_the_current_minute_is_the_last_point_with_the_live_counts(self, clock, staff):
+        staff_client = self.people(staff)
+        for minute in range(1, 5):
+            PresenceCount.objects.create(at=NOW - timedelta(minutes=minute), online=40, away=40, offline=40)
+        clock.move_to(NOW + timedelta(seconds=30))
+
+        points = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-11T11:56:00Z"}), 200)["points"]
+        live = assert_json(staff_client.get(SUMMARY), 200)
+
+        assert [(point["at"][11:16], point["partial"]) for point in points] == [
+            ("11:56", False),
+            ("11:57", False),
+            ("11:58", False),
+            ("11:59", False),
+            ("12:00", True),
+        ]
+        assert (live["online"], live["away"], live["offline"]) == (2, 1, 3)
+        assert points[-1] == {"at": "2026-03-11T12:00:00Z", "online": 2, "away": 1, "offline": 3, "partial": True}
+
+    def test_the_live_point_is_what_the_beat_records_and_stays_partial_once_it_has(self, clock, staff):
+        staff_client = self.people(staff)
+        clock.move_to(NOW + timedelta(seconds=20))
+        before = assert_json(staff_client.get(TIMELINE), 200)["points"]  # no count recorded yet: one point
+        tasks.record_presence_counts()
+        after = assert_json(staff_client.get(TIMELINE), 200)["points"]
+
+        recorded = PresenceCount.objects.get()
+        assert (
+            before
+            == after
+            == [
+                {
+                    "at": "2026-03-11T12:00:00Z",
+                    "online": recorded.online,
+                    "away": recorded.away,
+                    "offline": recorded.offline,
+                    "partial": True,
+                }
+            ]
+        )
+        assert (recorded.online, recorded.away, recorded.offline) == (2, 1, 3)
+
+    def test_a_longer_step_so_far_takes_the_live_count_for_the_current_minute(self, clock, staff):
+        staff_client = self.people(staff)
+        for minute in range(10):
+            PresenceCount.objects.create(at=NOW + timedelta(minutes=minute), online=10, away=0, offline=0)
+        # The beat's count of the current minute: the live one stands for it (the last of a
+        # minute wins), else the mean would be 92.
+        PresenceCount.objects.create(at=NOW + timedelta(minutes=10), online=1000, away=0, offline=0)
+        clock.move_to(NOW + timedelta(minutes=10, seconds=30))
+        assert_json(staff_client.post(HEARTBEAT), 200)  # the staff member is still there; the others timed out
+
+        body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-11T11:45:00Z", "step": "15m"}), 200)
+        live = assert_json(staff_client.get(SUMMARY), 200)
+
+        # Online (10 x 10 + 1) / 11 = 9.2; offline 5 / 11 = 0.45.
+        assert (live["online"], live["away"], live["offline"]) == (1, 0, 5)
+        assert body["points"] == [{"at": "2026-03-11T12:00:00Z", "online": 9, "away": 0, "offline": 0, "partial": True}]
+
+    @pytest.mark.parametrize(
+        ("moment", "query"),
+        [
+            (NOW + timedelta(seconds=30), {"to": "2026-03-11T12:00:00Z"}),  # ends where the current minute starts
+            (NOW + timedelta(seconds=30), {"to": "2026-03-11T11:00:00Z"}),
+            (NOW + timedelta(seconds=30), {"from": "2026-03-10", "to": "2026-03-10"}),
+            (NOW, {}),  # to: now, on the minute: the current minute is not in the range yet
+        ],
+    )
+    def test_a_range_that_ended_has_no_partial_point(self, clock, staff_client, moment, query):
+        PresenceCount.objects.create(at=datetime(2026, 3, 10, 12, 0, tzinfo=UTC), online=4, away=5, offline=6)
+        PresenceCount.objects.create(at=NOW - timedelta(minutes=61), online=4, away=5, offline=6)
+        PresenceCount.objects.create(at=NOW - timedelta(minutes=1), online=4, away=5, offline=6)
+        clock.move_to(moment)
+        points = assert_json(staff_client.get(TIMELINE, query), 200)["points"]
+        assert points
+        assert all(point["partial"] is False for point in points)
+        assert {(point["online"], point["away"], point["offline"]) for point in points} == {(4, 5, 6)}
+
+    def test_a_date_as_to_reaching_past_now_ends_at_the_live_point(self, clock, staff):
+        staff_client = self.people(staff)
+        PresenceCount.objects.create(at=NOW, online=40, away=40, offline=40)
+        clock.move_to(NOW + timedelta(seconds=30))
+        body = assert_json(staff_client.get(TIMELINE, {"from": "2026-03-11", "to": "2026-03-11", "step": "5m"}), 200)
+        assert body["to"] == "2026-03-12T00:00:00Z"
+        assert body["points"] == [
+            {"at": "2026-03-11T12:00:00Z", "online": 2, "away": 1, "offline": 3, "partial": True}  # 12:00 is live
+        ]
+
+    def test_the_cache_never_keeps_a_partial_point(self, clock, staff):
+        from django.core.cache import cache
+
+        from users.api.history import CACHE_KEY
+
+        clock.move_to(NOW - timedelta(seconds=30))  # 11:59:30
+        staff_client = self.people(staff)
+        for minute in range(60, 1, -1):  # 11:00-11:58: 11:59 is not recorded yet
+            PresenceCount.objects.create(at=NOW - timedelta(minutes=minute), online=7, away=7, offline=7)
+        query = {"from": "2026-03-11T11:00:00Z", "to": "2026-03-11T13:00:00Z"}
+        first = assert_json(staff_client.get(TIMELINE, query), 200)["points"]
+        tasks.record_presence_counts()  # 11:59, as the beat records it...
+        PresenceCount.objects.filter(at=NOW - timedelta(minutes=1)).update(online=70)  # ...told apart
+        clock.move_to(NOW + timedelta(minutes=3, seconds=30))  # 12:03:30: 11:00-12:00 is settled
+        second = assert_json(staff_client.get(TIMELINE, query), 200)["points"]
+
+        assert first[-1] == {"at": "2026-03-11T11:59:00Z", "online": 2, "away": 1, "offline": 3, "partial": True}
+        assert second[59] == {"at": "2026-03-11T11:59:00Z", "online": 70, "away": 1, "offline": 3, "partial": False}
+        assert [(point["at"][11:16], point["partial"]) for point in second[60:]] == [("12:03", True)]
+        cached = cache.get(CACHE_KEY.format(step=60, hour=int(datetime(2026, 3, 11, 11, tzinfo=UTC).timestamp())))
+        assert cached.count('"at"') == 60
+        assert '"partial":true' not in cached
 
 
 class TestLastActiveInLists:
@@ -312,7 +548,10 @@ def test_the_timeline_points_built_by_hand_are_what_their_serializer_says():
         Point(NOW + timedelta(minutes=minute, microseconds=minute * 1001), 10 + minute, minute, 100 - minute)
         for minute in range(5)
     ]
-    assert timeline_points(points) == PointSerializer(points, many=True).data
+    points.append(Point(NOW + timedelta(minutes=5), 7, 8, 9, partial=True))
+    by_hand = timeline_points(points)
+    assert by_hand == PointSerializer(points, many=True).data
+    assert [point["partial"] for point in by_hand] == [False] * 5 + [True]
 
 
 class TestTimelineCache:
@@ -338,7 +577,13 @@ class TestTimelineCache:
 
         changed = [point["at"] for point in second if point["online"] == 99_999]
         assert first == [
-            {"at": f"{(minutes + timedelta(minutes=m)).isoformat()[:19]}Z", "online": m, "away": 1, "offline": 2}
+            {
+                "at": f"{(minutes + timedelta(minutes=m)).isoformat()[:19]}Z",
+                "online": m,
+                "away": 1,
+                "offline": 2,
+                "partial": False,
+            }
             for m in range(30, 5 * 60)
         ]
         # 08:00-11:00 are settled and cached (07:30-08:00 is an edge, read each time); 11:00-12:00 is not.

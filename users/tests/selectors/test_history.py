@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from users.models import PresenceCount, PresenceInterval
-from users.selectors.history import Interval, timeline, user_history
+from users.selectors.history import Interval, Point, minute_counts, timeline, user_history
 from users.tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -189,3 +189,24 @@ class TestTimeline:
 
         assert (two_minutes.online, two_minutes.away) == (3, 1)  # 2.5 and 0.5
         assert (next_two.online, next_two.away) == (5, 3)  # 4.5 and 2.5
+
+    def test_with_now_the_step_holding_it_is_partial_and_its_minute_the_live_count(self):
+        start = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+        now = start + timedelta(minutes=6, seconds=40)
+        UserFactory(online_status="online", last_seen=now, last_active=now)
+        UserFactory()
+        for minute in range(8):  # 12:06 is the current minute, 12:07 a clock ahead of this one
+            PresenceCount.objects.create(at=start + timedelta(minutes=minute), online=9, away=9, offline=9)
+
+        read = timeline(start=start, end=start + timedelta(hours=1), step=timedelta(minutes=5), now=now)
+        settled = timeline(start=start, end=start + timedelta(hours=1), step=timedelta(minutes=5))
+
+        assert read == [
+            Point(start, 9, 9, 9),
+            Point(start + timedelta(minutes=5), 5, 5, 5, partial=True),  # (9 + 1) / 2, (9 + 0) / 2, (9 + 1) / 2
+        ]
+        assert minute_counts(now=now) == {"online": 1, "away": 0, "offline": 1}
+        assert [point.partial for point in settled] == [False, False]
+        assert timeline(start=start, end=start + timedelta(minutes=6), step=timedelta(minutes=1), now=now)[-1] == (
+            Point(start + timedelta(minutes=5), 9, 9, 9)  # the range ends before the current minute
+        )
