@@ -52,14 +52,16 @@ def skip_for_missing_service(reason):
 def _fresh_cache(monkeypatch):
     """Throttle counters and the change feed's read of the clock's crossings live in the
     cache; each test starts with none (and no process copy of the latter: the database rolls
-    back under it), and with the throttles trusting the cache again (users.api.throttling
-    pauses after a cache failure)."""
+    back under it), and with the throttles and offchat_backend.shared_cache trusting the
+    cache again (both pause after a cache failure)."""
     from django.core.cache import cache
 
+    from offchat_backend import shared_cache
     from users.api import throttling
     from users.selectors import feed
 
     monkeypatch.setattr(throttling, "_cache_unavailable_until", 0.0)
+    shared_cache.trust_again()
     cache.clear()
     feed.forget_clock_crossings()
     yield

@@ -5,11 +5,9 @@ Privacy: history is read only by the user themselves (`me/history/`) and by staf
 admin paths), so a user who hides their presence shows none of it to other users.
 """
 
-import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics
@@ -17,14 +15,12 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from offchat_backend.log_events import log_event
+from offchat_backend import shared_cache
 from offchat_backend.openapi import AutoSchema
 from users.api.clock import PresenceClockMixin
 from users.api.serializers import history as serializers
 from users.selectors import accounts
 from users.selectors import history as history_selectors
-
-logger = logging.getLogger(__name__)
 
 
 class QuerySchema(AutoSchema):
@@ -107,7 +103,7 @@ def timeline_points_json(*, start: datetime, end: datetime, step: timedelta, now
     if not hours:
         return f"[{_points_text(start, end, step, now=now)}]"
     keys = [CACHE_KEY.format(step=int(step.total_seconds()), hour=int(hour.timestamp())) for hour in hours]
-    cached = _cache_call("get_many", keys) or {}
+    cached = shared_cache.call("get_many", keys, purpose="timeline") or {}
     pieces, missing = [_points_text(start, hours[0], step, now=now)], {}
     for hour, key in zip(hours, keys, strict=True):
         if key not in cached:
@@ -117,7 +113,7 @@ def timeline_points_json(*, start: datetime, end: datetime, step: timedelta, now
     if missing:
         # Kept no longer than the counts themselves (users.tasks.prune_presence_history).
         timeout = (hours[0] + timedelta(days=settings.PRESENCE_HISTORY_DAYS) - now).total_seconds()
-        _cache_call("set_many", missing, timeout=max(1, int(timeout)))
+        shared_cache.call("set_many", missing, timeout=max(1, int(timeout)), purpose="timeline")
     return "[" + ",".join(piece for piece in pieces if piece) + "]"
 
 
@@ -131,12 +127,3 @@ def _points_text(start: datetime, end: datetime, step: timedelta, *, now: dateti
     if start >= end:
         return ""
     return serializers.timeline_points_text(history_selectors.timeline(start=start, end=end, step=step, now=now))
-
-
-def _cache_call(method: str, *args, **kwargs):
-    """The cache only saves work: when Redis is unreachable the timeline is read whole."""
-    try:
-        return getattr(cache, method)(*args, **kwargs)
-    except Exception as failure:  # redis-py's ConnectionError and TimeoutError, whatever the client
-        log_event(logger, "timeline_cache_unavailable", level=logging.WARNING, error=type(failure).__name__)
-        return None

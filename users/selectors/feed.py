@@ -4,22 +4,18 @@ Ids are handed out by users.services.feed; the HTTP form (`?since=`, ETag) is
 users.api.lists.PresenceListMixin.
 """
 
-import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from offchat_backend.log_events import log_event
+from offchat_backend import shared_cache
 from users.exceptions import InvalidCursorError, ResyncRequiredError
 from users.models import PresenceSequence, PresenceTombstone, User
 from users.presence_rules import crossed_a_limit, crossed_a_limit_q, crossings_known_ahead, transition_margin
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -149,14 +145,16 @@ def clock_crossings_for(*, cursor: Cursor, since: datetime, now: datetime) -> Cl
     global _kept
     if _kept is not None and _kept.serves(cursor=cursor, since=since, now=now):
         return _kept
-    shared = _cache_call("get", CROSSINGS_CACHE_KEY)
+    shared = shared_cache.call("get", CROSSINGS_CACHE_KEY, purpose="feed")
     if shared is not None and shared.serves(cursor=cursor, since=since, now=now):
         _kept = shared
         return shared
     fresh = read_clock_crossings()
     if not fresh.serves(cursor=cursor, since=since, now=now):
         return None
-    _cache_call("set", CROSSINGS_CACHE_KEY, fresh, timeout=int(crossings_known_ahead().total_seconds()))
+    shared_cache.call(
+        "set", CROSSINGS_CACHE_KEY, fresh, timeout=int(crossings_known_ahead().total_seconds()), purpose="feed"
+    )
     _kept = fresh
     return fresh
 
@@ -175,15 +173,6 @@ def forget_clock_crossings() -> None:
     """Drop this process's copy (tests, whose databases roll back under it)."""
     global _kept
     _kept = None
-
-
-def _cache_call(method: str, *args, **kwargs):
-    """The cache only shares work: unreachable, each process reads for itself."""
-    try:
-        return getattr(cache, method)(*args, **kwargs)
-    except Exception as failure:  # noqa: BLE001 - any cache failure: read without it
-        log_event(logger, "feed_cache_unavailable", level=logging.WARNING, error=type(failure).__name__)
-        return None
 
 
 def _last_update_id() -> int:

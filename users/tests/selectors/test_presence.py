@@ -1,10 +1,19 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from users.models import OnlineStatus
-from users.selectors.presence import ShownPresence, presence_shown_to
+from users.models import OnlineStatus, User
+from users.selectors.presence import (
+    ShownPresence,
+    active_account_count,
+    forget_active_account_count,
+    presence_shown_to,
+    status_counts,
+)
+from users.services import presence
 from users.tests.factories import StaffFactory, UserFactory
 
 NOW = timezone.now().replace(microsecond=0)
@@ -34,3 +43,47 @@ class TestPrivacy:
         online = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW, last_active=NOW)
         shown = presence_shown_to(viewer=StaffFactory(), user=online, now=NOW)
         assert shown == ShownPresence(OnlineStatus.ONLINE, None)
+
+
+@pytest.mark.django_db
+class TestTheCountOfActiveAccounts:
+    def test_is_kept_between_reads(self):
+        UserFactory.create_batch(3)
+        assert active_account_count() == 3
+        with CaptureQueriesContext(connection) as queries:
+            assert active_account_count() == 3
+        assert len(queries) == 0
+
+    def test_is_forgotten_by_every_account_change_through_the_orm(self):
+        first, second = UserFactory.create_batch(2)
+        assert active_account_count() == 2
+        UserFactory()
+        assert active_account_count() == 3
+        first.is_active = False
+        first.save()
+        assert active_account_count() == 2
+        second.delete()
+        assert active_account_count() == 1
+        first.is_active = True
+        first.save(update_fields=["is_active"])
+        assert active_account_count() == 2
+
+    def test_a_save_that_cannot_change_it_keeps_it(self):
+        user = UserFactory()
+        assert active_account_count() == 1
+        user.last_login = timezone.now()
+        user.save(update_fields=["last_login"])  # what a login saves
+        with CaptureQueriesContext(connection) as queries:
+            assert active_account_count() == 1
+        assert len(queries) == 0
+
+    def test_the_summary_counts_offline_as_the_rest_of_the_active_accounts(self):
+        online, _, _ = UserFactory.create_batch(3)
+        presence.start_session(user=online)
+        counts = status_counts(now=timezone.now())
+        assert counts == {"online": 1, "away": 0, "offline": 2, "total": 3}
+        # An UPDATE past the ORM is counted when the kept total expires; never below those present.
+        User.objects.exclude(pk=online.pk).update(is_active=False)
+        assert status_counts(now=timezone.now())["total"] == 3
+        forget_active_account_count()
+        assert status_counts(now=timezone.now()) == {"online": 1, "away": 0, "offline": 0, "total": 1}
