@@ -143,15 +143,17 @@ def clock_crossings_for(*, cursor: Cursor, since: datetime, now: datetime) -> Cl
     a new one (then shared). None when no read can (a cursor older than a read reaches, or a
     `now` the clock has not reached): the poll asks the database itself."""
     global _kept
-    if _kept is not None and _kept.serves(cursor=cursor, since=since, now=now):
-        return _kept
+    kept = _kept  # one look: another thread may replace it
+    if kept is not None and kept.serves(cursor=cursor, since=since, now=now):
+        return kept
     shared = shared_cache.call("get", CROSSINGS_CACHE_KEY, purpose="feed")
     if shared is not None and shared.serves(cursor=cursor, since=since, now=now):
         _kept = shared
         return shared
-    fresh = read_clock_crossings()
-    if not fresh.serves(cursor=cursor, since=since, now=now):
-        return None
+    taken_at = timezone.now()
+    if since < taken_at - CROSSINGS_BEHIND or now > taken_at + crossings_known_ahead():
+        return None  # no read taken now could serve it
+    fresh = read_clock_crossings(taken_at=taken_at)
     shared_cache.call(
         "set", CROSSINGS_CACHE_KEY, fresh, timeout=int(crossings_known_ahead().total_seconds()), purpose="feed"
     )
@@ -159,10 +161,9 @@ def clock_crossings_for(*, cursor: Cursor, since: datetime, now: datetime) -> Cl
     return fresh
 
 
-def read_clock_crossings() -> ClockCrossings:
-    # In this order: the time, then the feed id, then the rows (each statement sees at least
-    # what the one before it saw).
-    taken_at = timezone.now()
+def read_clock_crossings(*, taken_at: datetime) -> ClockCrossings:
+    """The crossings near `taken_at`, a time read before this: then the feed id, then the rows
+    (each statement sees at least what the one before it saw)."""
     update_id = _last_update_id()
     near_a_limit = crossed_a_limit_q(since=taken_at - CROSSINGS_BEHIND, now=taken_at + crossings_known_ahead())
     rows = User.objects.filter(near_a_limit).values_list("pk", "last_seen", "last_active")

@@ -1,5 +1,6 @@
 """The change feed's reading side (users.selectors.feed): cursors, and the changes since one."""
 
+import itertools
 import random
 import threading
 import time
@@ -135,8 +136,8 @@ class TestTheClocksCrossingsReadOnceForEveryPoller:
         taken = []
         read = feed.read_clock_crossings
 
-        def counted():
-            taken.append(read())
+        def counted(**kwargs):
+            taken.append(read(**kwargs))
             return taken[-1]
 
         monkeypatch.setattr(feed, "read_clock_crossings", counted)
@@ -163,19 +164,21 @@ class TestTheClocksCrossingsReadOnceForEveryPoller:
             presence.start_session(user=quiet)
             talking = presence.start_session(user=talkative)
             cursor = current_cursor(now=timezone.now())
-            clock.shift(10)
-            first = changes_since(queryset=user_directory(), cursor=cursor, now=timezone.now())
-            assert len(reads) == 1 and first.users == []
-            for _ in range(8):
+            shown = []
+            for _ in range(9):  # a poll every 20 s; the talkative user heartbeats between them
                 clock.shift(20)
                 presence.record_activity(user=talkative, session=talking, active=True)
-            changes = changes_since(queryset=user_directory(), cursor=first.cursor, now=timezone.now())
+                changes = changes_since(queryset=user_directory(), cursor=cursor, now=timezone.now())
+                shown.append({user.pk: effective_status(user=user, now=timezone.now()) for user in changes.users})
+                cursor = changes.cursor
 
-            # The quiet user timed out 40 s ago, 130 s after the first read: a new read found them.
-            shown = {user.pk: effective_status(user=user, now=timezone.now()) for user in changes.users}
-            assert shown[quiet.pk] == OnlineStatus.OFFLINE
-            assert shown.get(talkative.pk, OnlineStatus.ONLINE) == OnlineStatus.ONLINE
-            assert len(reads) == 2
+        # The quiet user timed out at 120 s, past what the first read (at 20 s) could know.
+        assert [polled.get(quiet.pk) for polled in shown][5:7] == [OnlineStatus.OFFLINE] * 2  # the window overlaps
+        assert all(polled.get(talkative.pk, OnlineStatus.ONLINE) == OnlineStatus.ONLINE for polled in shown)
+        # Each read served polls up to a minute after it at most: a new one came by then.
+        times = [NOW, *(read.taken_at for read in reads), NOW + timedelta(seconds=180)]
+        assert max(later - earlier for earlier, later in itertools.pairwise(times)) <= timedelta(seconds=60)
+        assert 2 <= len(reads) < 9
 
     def test_polls_answer_as_a_read_of_every_row_would_through_logins_activity_and_sweeps(self, reads, monkeypatch):
         """Three pollers a few seconds apart, users logging in and out, typing, idling,
