@@ -42,6 +42,7 @@ class CloseCode:
 
     UNAUTHORIZED = 4401  # bad, expired or revoked token; logged out; deactivated
     AUTH_TIMEOUT = 4408  # no auth frame in time, or no frame at all for too long
+    NOT_FOUND = 4404  # no socket at this path (routing's catch-all)
     TOO_BIG = 4413  # a frame over MAX_FRAME_BYTES
     TOO_MANY_FRAMES = 4429
 
@@ -59,10 +60,40 @@ CLOSE_DETAILS = {
     "too_slow": "The client did not take pushed frames in time.",
     "frame_too_big": f"Frames are at most {MAX_FRAME_BYTES} bytes.",
     "too_many_frames": f"At most {FRAME_BURST} frames at once, {FRAME_RATE:g} a second after that.",
+    "not_found": "No socket at this path: the presence socket is /ws/presence/.",
 }
+# Of a path no route serves, the part logged: the client chooses it, and the log keeps a line.
+LOGGED_PATH_CHARS = 200
 
 
-class PresenceConsumer(AsyncWebsocketConsumer):
+class FramedConsumer(AsyncWebsocketConsumer):
+    """JSON frames, and the close the clients read: an error frame saying why, then the code."""
+
+    async def _error(self, code: str, detail: str):
+        await self._send({"type": "error", "code": code, "detail": detail})
+
+    async def _send(self, frame: dict):
+        await self.send(text_data=json.dumps(frame, separators=(",", ":"), default=str))
+
+    async def _close(self, code: int, reason: str):
+        await self._error(reason, CLOSE_DETAILS[reason])
+        await self.close(code=code, reason=reason)
+
+
+class UnknownPathConsumer(FramedConsumer):
+    """Every WebSocket path no other route serves (`/ws/chat/`, `/ws/`): accepted and closed
+    4404 with one INFO line. Without it Channels raised "No route found": daphne answered 500
+    and logged a traceback, again at every retry of a client pointed at the wrong URL. Accepted
+    rather than refused at the handshake: a browser shows a refused handshake as 1006, like a
+    network failure, while 4404 tells the client its URL is wrong."""
+
+    async def connect(self):
+        log_event(logger, "socket_not_found", path=self.scope["path"][:LOGGED_PATH_CHARS])
+        await self.accept(SUBPROTOCOL if SUBPROTOCOL in (self.scope.get("subprotocols") or []) else None)
+        await self._close(CloseCode.NOT_FOUND, "not_found")
+
+
+class PresenceConsumer(FramedConsumer):
     listener: Listener | None = None
     groups = ()  # no channel layer groups (and no empty list per socket)
 
@@ -335,18 +366,11 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         if self.listener is None:
             await self._close(CloseCode.AUTH_TIMEOUT, "auth_timeout")
 
-    async def _error(self, code: str, detail: str):
-        await self._send({"type": "error", "code": code, "detail": detail})
-
-    async def _send(self, frame: dict):
-        await self.send(text_data=json.dumps(frame, separators=(",", ":"), default=str))
-
     async def _close(self, code: int, reason: str):
         if self.listener:
             HUB.leave(self.listener)
             self.listener = None
-        await self._error(reason, CLOSE_DETAILS[reason])
-        await self.close(code=code, reason=reason)
+        await super()._close(code, reason)
 
 
 def _user_ids(raw) -> set[int] | None:

@@ -29,6 +29,7 @@ from users.presence_rules import effective_status
 from users.selectors.sessions import SESSION_CLAIM
 from users.services import auth, presence
 from users.tests.factories import PASSWORD, StaffFactory, UserFactory
+from users.tests.helpers import errors_in
 
 pytestmark = [pytest.mark.drill, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -37,16 +38,6 @@ def shown_in_database():
     """What the lists show of every active user now: user id -> status."""
     now = timezone.now()
     return {user.pk: effective_status(user=user, now=now) for user in User.objects.filter(is_active=True)}
-
-
-def errors_in(log):
-    """Error lines, less the start-up probe's: health is 503 until a sweep ran (no worker here)."""
-    return [
-        line
-        for line in log.splitlines()
-        if ("ERROR" in line or "Traceback" in line or "level=error" in line)
-        and "Service Unavailable: /api/health/" not in line
-    ]
 
 
 def wait_until(condition, *, timeout, step=0.05):
