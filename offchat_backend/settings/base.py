@@ -43,6 +43,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "offchat_backend.middleware.AsgiConnectionClosingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything that can answer on its own, so that those answers carry CORS headers too.
     "corsheaders.middleware.CorsMiddleware",

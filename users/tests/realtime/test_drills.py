@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from offchat_backend.tests.support import PrivateRedis, RestartableAsgiServer, rss_kib
+from offchat_backend.tests.support import PrivateRedis, RestartableAsgiServer, usage
 from users.exceptions import NoLiveSessionError
 from users.models import OnlineStatus, PresenceSession, SessionEndReason, User
 from users.presence_rules import effective_status
@@ -505,7 +505,7 @@ def test_drill_a_reconnect_storm_after_a_restart(server):
     asgi = server(kind=RestartableAsgiServer, PRESENCE_DISCONNECT_GRACE="30", PRESENCE_PUSH_INTERVAL="0.5")
     watched = UserFactory()
     tokens = storm_tokens(STORM_SOCKETS, STORM_STAFF)
-    rss_idle = rss_kib(asgi.process.pid)
+    rss_idle = usage(asgi.process.pid).rss_kib
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -528,7 +528,7 @@ def test_drill_a_reconnect_storm_after_a_restart(server):
         members = [c for c in clients if not c.staff]
         assert wait_until(lambda: all(c.watched_status for c in members), timeout=30, step=0.2)
         time.sleep(1)
-        rss_open = rss_kib(asgi.process.pid)
+        rss_open = usage(asgi.process.pid).rss_kib
 
         stopped = time.monotonic()
         asgi.stop()
@@ -549,7 +549,7 @@ def test_drill_a_reconnect_storm_after_a_restart(server):
         )
         caught_up_in = time.monotonic() - back
         time.sleep(1)
-        rss_reopened = rss_kib(asgi.process.pid)
+        rss_reopened = usage(asgi.process.pid).rss_kib
         # It answers as before the storm: 503 only for want of a sweep (no worker in this drill).
         answered, body = asgi.http("/api/health/")
         assert answered in (200, 503) and isinstance(body, dict), (answered, body)
