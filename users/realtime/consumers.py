@@ -18,7 +18,7 @@ from offchat_backend.errors import DomainError
 from offchat_backend.log_events import log_event
 from users.models import ReportedStatus
 from users.presence_rules import effective_status
-from users.realtime.hub import HUB, Listener, in_db_thread, rows_for, snapshot_rows
+from users.realtime.hub import HUB, Listener, TooManySockets, in_db_thread, rows_for, snapshot_rows
 from users.selectors import accounts, feed
 from users.selectors.sessions import session_of_access_token
 from users.services import presence
@@ -44,7 +44,9 @@ class CloseCode:
     AUTH_TIMEOUT = 4408  # no auth frame in time, or no frame at all for too long
     NOT_FOUND = 4404  # no socket at this path (routing's catch-all)
     TOO_BIG = 4413  # a frame over MAX_FRAME_BYTES
+    # "Too many", of frames or of the user's sockets: the error frame says which.
     TOO_MANY_FRAMES = 4429
+    TOO_MANY_SOCKETS = 4429
 
 
 # A close the client sent (a tab closed, a page left); anything else is a connection found dead.
@@ -60,6 +62,7 @@ CLOSE_DETAILS = {
     "too_slow": "The client did not take pushed frames in time.",
     "frame_too_big": f"Frames are at most {MAX_FRAME_BYTES} bytes.",
     "too_many_frames": f"At most {FRAME_BURST} frames at once, {FRAME_RATE:g} a second after that.",
+    "too_many_sockets": "This user has as many sockets open on this server as a user may: close one first.",
     "not_found": "No socket at this path: the presence socket is /ws/presence/.",
 }
 # Of a path no route serves, the part logged: the client chooses it, and the log keeps a line.
@@ -283,8 +286,16 @@ class PresenceConsumer(FramedConsumer):
             log_event(logger, "socket_refused", level=logging.WARNING, reason=refused.code)
             await self._close(CloseCode.UNAUTHORIZED, refused.code)
             return
-        self.listener = Listener(socket=self, session=session, is_staff=session.user.is_staff)
-        cursor = await HUB.join(self.listener)
+        listener = Listener(socket=self, session=session, is_staff=session.user.is_staff)
+        try:
+            cursor = await HUB.join(listener)
+        except TooManySockets:
+            log_event(
+                logger, "socket_refused", level=logging.WARNING, reason="too_many_sockets", user_id=session.user_id
+            )
+            await self._close(CloseCode.TOO_MANY_SOCKETS, "too_many_sockets")
+            return
+        self.listener = listener
         log_event(logger, "socket_opened", user_id=session.user_id, session_id=session.pk)
         await self._send(
             {
