@@ -70,17 +70,26 @@ LOGGED_PATH_CHARS = 200
 
 
 class FramedConsumer(AsyncWebsocketConsumer):
-    """JSON frames, and the close the clients read: an error frame saying why, then the code."""
+    """JSON frames, and the close the clients read: an error frame saying why, then the code.
+
+    Nothing is sent once the server closes the socket: daphne raises on a send to a closing
+    socket, and a flood leaves frames queued behind the one that closed it (the client sent
+    them before it read the close): each ended the consumer with a traceback."""
+
+    closing = False
 
     async def _error(self, code: str, detail: str):
         await self._send({"type": "error", "code": code, "detail": detail})
 
     async def _send(self, frame: dict):
-        await self.send(text_data=json.dumps(frame, separators=(",", ":"), default=str))
+        if not self.closing:
+            await self.send(text_data=json.dumps(frame, separators=(",", ":"), default=str))
 
     async def _close(self, code: int, reason: str):
-        await self._error(reason, CLOSE_DETAILS[reason])
-        await self.close(code=code, reason=reason)
+        if not self.closing:
+            await self._error(reason, CLOSE_DETAILS[reason])
+            self.closing = True
+            await self.close(code=code, reason=reason)
 
 
 class UnknownPathConsumer(FramedConsumer):
@@ -156,6 +165,8 @@ class PresenceConsumer(FramedConsumer):
 
     # --- Frames from the client ------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
+        if self.closing:  # sent before the client read the close
+            return
         self.last_frame = time.monotonic()
         if self.listener:
             self.listener.alive_at = timezone.now()
