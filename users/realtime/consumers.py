@@ -31,8 +31,12 @@ MAX_FRAME_BYTES = 16 * 1024
 # Rows in one pushed `presence` frame (~200 bytes each): a batch of more (a mass transition: a
 # sweep, a restart's timeouts) goes in several frames, each under the server's 1 MiB message limit.
 ROWS_PER_FRAME = 1000
-# Flood control: a bucket of FRAME_BURST frames, refilled at FRAME_RATE per second.
+# Flood control: a bucket of FRAME_BURST frames, refilled at FRAME_RATE per second. A frame
+# answered with rows (subscribe, resume) also costs a frame per ROWS_PER_FRAME_COST rows sent, paid
+# after: a flood of subscribes of 400 users was answered with ~9,500 rows a socket, in the
+# server's memory until the client read them (drill 15), ~2,500 now.
 FRAME_BURST, FRAME_RATE = 30, 2.0
+ROWS_PER_FRAME_COST = 100
 
 
 class CloseCode:
@@ -61,7 +65,10 @@ CLOSE_DETAILS = {
     "idle": "No frame for too long: ping every heartbeat interval.",
     "too_slow": "The client did not take pushed frames in time.",
     "frame_too_big": f"Frames are at most {MAX_FRAME_BYTES} bytes.",
-    "too_many_frames": f"At most {FRAME_BURST} frames at once, {FRAME_RATE:g} a second after that.",
+    "too_many_frames": (
+        f"At most {FRAME_BURST} frames at once, {FRAME_RATE:g} a second after that; "
+        f"an answer costs a frame more per {ROWS_PER_FRAME_COST} rows."
+    ),
     "too_many_sockets": "This user has as many sockets open on this server as a user may: close one first.",
     "not_found": "No socket at this path: the presence socket is /ws/presence/.",
 }
@@ -244,6 +251,7 @@ class PresenceConsumer(FramedConsumer):
             self.floors[user_id] = shown_at
         await self._send({"type": "subscribed", "user_ids": sorted(str(pk) for pk in self.listener.subscriptions)})
         await self._send_rows(list(rows.values()), removed=[], cursor=HUB.cursor)
+        self._pay_for_rows(len(rows))
 
     async def _on_unsubscribe(self, frame):
         user_ids = _user_ids(frame.get("user_ids"))
@@ -344,6 +352,7 @@ class PresenceConsumer(FramedConsumer):
             return
         self.floors = {"*": cursor.at}
         await self._send_rows(list(rows.values()), removed=removed, cursor=cursor, since=since)
+        self._pay_for_rows(len(rows))
 
     def _is_stale(self, user_id: int, cursor: feed.Cursor) -> bool:
         floor = self.floors.get(user_id) or self.floors.get("*")
@@ -383,6 +392,11 @@ class PresenceConsumer(FramedConsumer):
             return False
         self.tokens -= 1
         return True
+
+    def _pay_for_rows(self, rows: int) -> None:
+        """What an answer of `rows` rows costs, after the frame's own: the bucket may go below
+        zero, and the next frames wait for the refill (or close the socket 4429)."""
+        self.tokens -= rows / ROWS_PER_FRAME_COST
 
     async def _auth_timed_out(self):
         if self.listener is None:

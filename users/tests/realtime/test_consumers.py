@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from users.models import OnlineStatus, PresenceSession, SessionEndReason, User
+from users.realtime.consumers import PresenceConsumer
 from users.services import auth, presence
 from users.tests.factories import StaffFactory, UserFactory
 from users.tests.helpers import closed_with, errors_in, frames, reply, send
@@ -191,20 +192,51 @@ def test_an_oversized_frame_is_closed_4413(server):
         assert closed_with(socket) == (4413, "frame_too_big")
 
 
-def test_a_flood_of_frames_is_closed_4429_and_its_backlog_dropped(server):
+def test_a_flood_of_frames_is_closed_4429_answers_cost_their_rows_and_the_backlog_is_dropped(server):
     asgi, user, followed = server(), UserFactory(), UserFactory.create_batch(100)
     subscribe = {"type": "subscribe", "user_ids": [one.pk for one in followed]}
-    with connect(asgi.ws_url(f"?token={auth.log_in(user=user).access}")) as socket:
+    with connect(asgi.ws_url(f"?token={auth.log_in(user=user).access}"), max_queue=None) as socket:
         socket.recv(timeout=5)
         for _ in range(60):  # answered slower than sent: frames queue behind the one that closes
             try:
                 send(socket, subscribe)
             except ConnectionClosed:
                 break
-        assert closed_with(socket, timeout=10) == (4429, "too_many_frames")
+        received = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                received.append(json.loads(socket.recv(timeout=10)))
+    assert (closed.value.rcvd.code, received[-1]["code"]) == (4429, "too_many_frames")
+    # Each answer of 100 rows cost a frame more: about half of the 30 frames at once were answered.
+    assert 14 <= sum(frame["type"] == "subscribed" for frame in received) <= 20
     time.sleep(1)  # the consumer works through the frames queued behind the close meanwhile
     # They are dropped: nothing is sent to a closing socket (daphne raised, and logged a traceback).
     assert errors_in(asgi.output()) == []
+
+
+def test_nothing_is_sent_to_a_socket_the_server_is_closing():
+    """daphne refuses a send to a socket it is closing. Frames queued behind the one that
+    closed a socket (a flood's, sent before the client read the close) tried, and each ended
+    the consumer with a traceback; so did the hub closing a socket that was closing already."""
+    sent = []
+
+    async def base_send(message):
+        if sent and sent[-1]["type"] == "websocket.close":
+            raise RuntimeError("Attempt to send on a closed protocol")  # autobahn's, in daphne
+        sent.append(message)
+
+    consumer = PresenceConsumer()
+    consumer.base_send = base_send
+    consumer.tokens, consumer.refilled, consumer.last_frame = 0.0, time.monotonic(), time.monotonic()
+
+    async def flood():
+        await consumer.receive(text_data=json.dumps({"type": "ping"}))  # over the limit: closed
+        await consumer.receive(text_data=json.dumps({"type": "ping"}))  # the backlog
+        await consumer.close_idle()
+
+    asyncio.run(flood())
+    assert [message["type"] for message in sent] == ["websocket.send", "websocket.close"]
+    assert (json.loads(sent[0]["text"])["code"], sent[1]["code"]) == ("too_many_frames", 4429)
 
 
 # --- Presence semantics --------------------------------------------------------------------------
