@@ -142,12 +142,10 @@ class PresenceConsumer(FramedConsumer):
         raise StopConsumer()
 
     async def connect(self):
-        self.listener = None
+        # Until it authenticates a socket holds this and a timer, nothing else (docs/reliability.md,
+        # drill 12: sockets held silent).
         self.tokens, self.refilled = float(FRAME_BURST), time.monotonic()
         self.last_frame = time.monotonic()
-        # Per user (or "*": all): what this socket was last sent directly (a subscribe's rows, a
-        # resume) showed that moment; a push computed before it is older, and dropped.
-        self.floors: dict[int | str, datetime] = {}
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         offered = self.scope.get("subprotocols") or []
         token = next(
@@ -306,6 +304,9 @@ class PresenceConsumer(FramedConsumer):
             await self._close(CloseCode.UNAUTHORIZED, refused.code)
             return
         listener = Listener(socket=self, session=session, is_staff=session.user.is_staff)
+        # Per user (or "*": all): what this socket was last sent directly (a subscribe's rows, a
+        # resume) showed that moment; a push computed before it is older, and dropped.
+        self.floors: dict[int | str, datetime] = {}
         try:
             cursor = await HUB.join(listener)
         except TooManySockets:
