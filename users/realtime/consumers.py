@@ -176,11 +176,11 @@ class PresenceConsumer(FramedConsumer):
         if self.listener:
             self.listener.alive_at = timezone.now()
         if not self._within_rate():
-            await self._close(CloseCode.TOO_MANY_FRAMES, "too_many_frames")
+            await self._close_for_what_it_sent(CloseCode.TOO_MANY_FRAMES, "too_many_frames")
             return
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > MAX_FRAME_BYTES:
-            await self._close(CloseCode.TOO_BIG, "frame_too_big")
+            await self._close_for_what_it_sent(CloseCode.TOO_BIG, "frame_too_big")
             return
         if text_data is None:
             await self._error("bad_frame", "Send JSON text frames.")
@@ -393,6 +393,13 @@ class PresenceConsumer(FramedConsumer):
             return False
         self.tokens -= 1
         return True
+
+    async def _close_for_what_it_sent(self, code: int, reason: str):
+        """A flood or an oversized frame: logged at WARNING, as a refused token is, so that abuse
+        shows in the log."""
+        whose = {"user_id": self.listener.user_id} if self.listener else {}
+        log_event(logger, "socket_closed", level=logging.WARNING, reason=reason, **whose)
+        await self._close(code, reason)
 
     def _pay_for_rows(self, rows: int) -> None:
         """What an answer of `rows` rows costs, after the frame's own: the bucket may go below

@@ -190,6 +190,8 @@ def test_an_oversized_frame_is_closed_4413(server):
         socket.recv(timeout=5)
         socket.send(json.dumps({"type": "ping", "padding": "x" * 20_000}))
         assert closed_with(socket) == (4413, "frame_too_big")
+    logged = f"WARNING users.realtime.consumers event=socket_closed reason=frame_too_big user_id={user.pk}"
+    assert logged in asgi.output()
 
 
 def test_a_flood_of_frames_is_closed_4429_answers_cost_their_rows_and_the_backlog_is_dropped(server):
@@ -212,6 +214,7 @@ def test_a_flood_of_frames_is_closed_4429_answers_cost_their_rows_and_the_backlo
     time.sleep(1)  # the consumer works through the frames queued behind the close meanwhile
     # They are dropped: nothing is sent to a closing socket (daphne raised, and logged a traceback).
     assert errors_in(asgi.output()) == []
+    assert asgi.output().count(f"event=socket_closed reason=too_many_frames user_id={user.pk}") == 1
 
 
 def test_nothing_is_sent_to_a_socket_the_server_is_closing():
