@@ -196,9 +196,7 @@ class Hub:
         # last slot. Given back if the join fails, or when the socket leaves.
         self._take_slot(listener.user_id)
         try:
-            timer = self.grace_timers.pop(listener.session_id, None)
-            if timer:
-                timer.cancel()
+            self._stop_grace(listener.session_id)
             listener.alive_at = timezone.now()
             await in_db_thread(presence.connect_session)(session=listener.session, at=listener.alive_at)
             if self.cursor is None:
@@ -206,6 +204,8 @@ class Hub:
         except BaseException:
             self._free_slot(listener.user_id)
             raise
+        # Another socket of the session may have closed meanwhile, and started a grace period.
+        self._stop_grace(listener.session_id)
         if not self.listeners:
             self.last_touch, self.touch_due = time.monotonic(), 0.0
         self.hold(listener)
@@ -263,6 +263,7 @@ class Hub:
             else:
                 self.sessions_of_user.pop(listener.user_id, None)
             if listener.session.revoked_at is None:
+                self._stop_grace(listener.session_id)
                 self.grace_timers[listener.session_id] = asyncio.create_task(
                     self._end_after_grace(listener.session, closed_at=listener.alive_at)
                 )
@@ -274,7 +275,13 @@ class Hub:
             if str(session.pk) not in self.by_session:
                 await in_db_thread(presence.end_closed_session)(session=session, closed_at=closed_at)
         finally:
-            self.grace_timers.pop(str(session.pk), None)
+            if self.grace_timers.get(str(session.pk)) is asyncio.current_task():  # not a later one's
+                del self.grace_timers[str(session.pk)]
+
+    def _stop_grace(self, session_id: str) -> None:
+        timer = self.grace_timers.pop(session_id, None)
+        if timer:
+            timer.cancel()
 
     def subscribe(self, listener: Listener, user_ids: set[int]) -> None:
         if not listener.is_staff and listener.user_id in user_ids - listener.subscriptions:

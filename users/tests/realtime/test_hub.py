@@ -7,6 +7,7 @@ import gc
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from types import SimpleNamespace
 
@@ -206,3 +207,37 @@ def test_a_join_that_fails_gives_its_users_slot_back(settings, monkeypatch):
         assert await hub.join(second) == "cursor"
 
     asyncio.run(joins())
+
+
+def test_a_tab_closing_while_another_tab_of_its_session_joins_leaves_one_grace_period(settings, monkeypatch):
+    """Tab A closes while tab B of the same session is joining (B's database work in flight):
+    B's join stops the grace period A's close started, and B's close starts the only one. Two
+    used to run: the stale one ended the session as of A's close and took the other out of the
+    hub's count, so /metrics showed no session in grace while one was (drill 14)."""
+    settings.PRESENCE_DISCONNECT_GRACE = 0.05
+    connecting, ended = threading.Event(), []
+    connecting.set()
+    monkeypatch.setattr(hub_module.presence, "connect_session", lambda *, session, at: connecting.wait(5))
+    monkeypatch.setattr(
+        hub_module.presence, "end_closed_session", lambda *, session, closed_at: ended.append(closed_at)
+    )
+    monkeypatch.setattr(hub_module.feed, "current_cursor", lambda *, now: "cursor")
+    monkeypatch.setattr(Hub, "_follow", lambda self: asyncio.sleep(0))
+
+    async def tabs():
+        hub, a = Hub(), listener(3)
+        b = listener(3, session=a.session.pk)
+        await hub.join(a)
+        connecting.clear()
+        joining = asyncio.create_task(hub.join(b))
+        await asyncio.sleep(0.01)  # B waits for the database
+        hub.leave(a, closed_by_client=True)
+        connecting.set()
+        await joining
+        hub.leave(b, closed_by_client=True)
+        assert list(hub.grace_timers) == [b.session_id]
+        await asyncio.sleep(0.2)
+        return hub, b
+
+    hub, b = asyncio.run(tabs())
+    assert ended == [b.alive_at] and hub.grace_timers == {}
