@@ -18,20 +18,24 @@ COLLECT_AFTER_CLOSES = 500
 
 
 class CollectClosedSockets:
-    """ASGI middleware around the WebSocket application: counts the sockets open and closed
-    since the last full collection, and runs one when enough closed."""
+    """ASGI middleware around the WebSocket application: counts the sockets open (authenticated
+    or not: /metrics shows it) and those closed since the last full collection, and runs one
+    when enough closed. The counts are the process's, as the collector is."""
+
+    open = 0
+    closed = 0
 
     def __init__(self, application):
         self.application = application
-        self.open = self.closed = 0
 
     async def __call__(self, scope, receive, send):
-        self.open += 1
+        counts = CollectClosedSockets
+        counts.open += 1
         try:
             return await self.application(scope, receive, send)
         finally:
-            self.open -= 1
-            self.closed += 1
-            if self.closed >= max(COLLECT_AFTER_CLOSES, self.open):
-                self.closed = 0
+            counts.open -= 1
+            counts.closed += 1
+            if counts.closed >= max(COLLECT_AFTER_CLOSES, counts.open):
+                counts.closed = 0
                 gc.collect()

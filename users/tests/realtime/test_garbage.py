@@ -10,7 +10,9 @@ from users.realtime.garbage import COLLECT_AFTER_CLOSES, CollectClosedSockets
 def test_a_full_collection_follows_as_many_closes_as_sockets_are_open(monkeypatch):
     assert COLLECT_AFTER_CLOSES == 500  # the figures below
     collections = []  # the sockets open at each collection
-    monkeypatch.setattr(garbage.gc, "collect", lambda: collections.append(middleware.open))
+    monkeypatch.setattr(garbage.gc, "collect", lambda: collections.append(CollectClosedSockets.open))
+    monkeypatch.setattr(CollectClosedSockets, "open", 0)
+    monkeypatch.setattr(CollectClosedSockets, "closed", 0)
     released = {}
 
     async def socket(scope, receive, send):  # a socket's life, until the test ends it
@@ -30,7 +32,7 @@ def test_a_full_collection_follows_as_many_closes_as_sockets_are_open(monkeypatc
                 await asyncio.gather(tasks[n], return_exceptions=True)
 
         await asyncio.sleep(0)
-        assert middleware.open == 1500 and collections == []  # opening collects nothing
+        assert CollectClosedSockets.open == 1500 and collections == []  # opening collects nothing
         await close(range(1000, 1500))
         assert collections == []  # 500 closed, 1,000 still open
         await close(range(1000))
@@ -38,4 +40,4 @@ def test_a_full_collection_follows_as_many_closes_as_sockets_are_open(monkeypatc
     asyncio.run(lives())
     # 750 closed while 750 were open; then 500 (the least) while 250 were; the last 250 wait.
     assert collections == [750, 250]
-    assert (middleware.open, middleware.closed) == (0, 250)
+    assert (CollectClosedSockets.open, CollectClosedSockets.closed) == (0, 250)
