@@ -13,6 +13,7 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 
+from users.realtime.garbage import CollectClosedSockets  # noqa: E402
 from users.realtime.routing import allowed_origins, websocket_urlpatterns  # noqa: E402
 
 
@@ -28,7 +29,7 @@ class BrowserOriginValidator(OriginValidator):
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns), allowed_origins()),
+        "websocket": CollectClosedSockets(BrowserOriginValidator(URLRouter(websocket_urlpatterns), allowed_origins())),
     }
 )
 

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "offchat_backend.middleware.AsgiConnectionClosingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything that can answer on its own, so that those answers carry CORS headers too.
     "corsheaders.middleware.CorsMiddleware",
@@ -192,6 +193,8 @@ PRESENCE_WS_IDLE_TIMEOUT = env.float("PRESENCE_WS_IDLE_TIMEOUT", default=90.0)
 PRESENCE_WS_AUTH_TIMEOUT = env.float("PRESENCE_WS_AUTH_TIMEOUT", default=10.0)
 # Users one non-staff socket may follow (Slack's presence_sub).
 PRESENCE_WS_MAX_SUBSCRIPTIONS = env.int("PRESENCE_WS_MAX_SUBSCRIPTIONS", default=500)
+# Sockets one user may hold open in one ASGI process (tabs, devices); one more is closed 4429.
+PRESENCE_WS_MAX_SOCKETS_PER_USER = env.int("PRESENCE_WS_MAX_SOCKETS_PER_USER", default=20)
 # The ASGI process's garbage collector (offchat_backend/asgi.py; docs/realtime.md, "Capacity").
 # A full collection visits every object of every open socket (~100 each): at 5,000 sockets it
 # stopped the event loop for ~0.9 s of CPU every ~30 s, with Python's thresholds (700, 10, 10).

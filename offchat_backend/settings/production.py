@@ -31,7 +31,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # gunicorn serves the dashboard's files itself (whitenoise), from `collectstatic`'s output,
 # with hashed, compressed names that browsers may cache forever.
-MIDDLEWARE = [MIDDLEWARE[0], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[1:]]
+_SECURITY = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware")
+MIDDLEWARE = [*MIDDLEWARE[: _SECURITY + 1], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[_SECURITY + 1 :]]
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}}
 
 # One JSON object per line, for the log pipeline; LOG_FORMAT=plain reads better by hand.

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection
@@ -316,9 +317,27 @@ class RestartableAsgiServer(AsgiServer, _RememberedCommand):
         return "".join(path.read_text(errors="replace") for path in self.logs)
 
 
-def rss_kib(pid):
-    """A process's resident set size (VmRSS), in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for process {pid}")
+class Usage(NamedTuple):
+    """What a process holds: resident memory (KiB), open file descriptors, threads, and the CPU
+    it used so far (seconds)."""
+
+    rss_kib: int
+    fds: int
+    threads: int
+    cpu_seconds: float
+
+    def __str__(self):
+        return f"RSS {self.rss_kib / 1024:.0f} MiB, {self.fds} fds, {self.threads} threads"
+
+
+def usage(pid) -> Usage:
+    """A process's Usage now, from /proc."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    # /proc/<pid>/stat: utime and stime are fields 14 and 15, after the parenthesised command name.
+    ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+    return Usage(
+        rss_kib=int(status["VmRSS"].split()[0]),
+        fds=len(os.listdir(f"/proc/{pid}/fd")),
+        threads=int(status["Threads"]),
+        cpu_seconds=sum(int(tick) for tick in ticks) / os.sysconf("SC_CLK_TCK"),
+    )

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from users.models import OnlineStatus
+from users.realtime.garbage import CollectClosedSockets
 from users.realtime.hub import HUB
 from users.selectors.presence import last_sweep, status_counts
 
@@ -59,6 +60,11 @@ class SocketCollector:
     """This process's presence sockets, read from its hub at scrape time."""
 
     def collect(self):
+        yield GaugeMetricFamily(
+            "offchat_presence_connections",
+            "Open WebSocket connections in this process, authenticated or not.",
+            value=CollectClosedSockets.open,
+        )
         yield GaugeMetricFamily(
             "offchat_presence_sockets",
             "Open, authenticated presence sockets in this process.",

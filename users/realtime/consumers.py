@@ -18,7 +18,7 @@ from offchat_backend.errors import DomainError
 from offchat_backend.log_events import log_event
 from users.models import ReportedStatus
 from users.presence_rules import effective_status
-from users.realtime.hub import HUB, Listener, in_db_thread, rows_for, snapshot_rows
+from users.realtime.hub import HUB, Listener, TooManySockets, in_db_thread, rows_for, snapshot_rows
 from users.selectors import accounts, feed
 from users.selectors.sessions import session_of_access_token
 from users.services import presence
@@ -31,8 +31,12 @@ MAX_FRAME_BYTES = 16 * 1024
 # Rows in one pushed `presence` frame (~200 bytes each): a batch of more (a mass transition: a
 # sweep, a restart's timeouts) goes in several frames, each under the server's 1 MiB message limit.
 ROWS_PER_FRAME = 1000
-# Flood control: a bucket of FRAME_BURST frames, refilled at FRAME_RATE per second.
+# Flood control: a bucket of FRAME_BURST frames, refilled at FRAME_RATE per second. A frame
+# answered with rows (subscribe, resume) also costs a frame per ROWS_PER_FRAME_COST rows sent, paid
+# after: a flood of subscribes of 400 users was answered with ~9,500 rows a socket, in the
+# server's memory until the client read them (drill 15), ~2,500 now.
 FRAME_BURST, FRAME_RATE = 30, 2.0
+ROWS_PER_FRAME_COST = 100
 
 
 class CloseCode:
@@ -42,8 +46,11 @@ class CloseCode:
 
     UNAUTHORIZED = 4401  # bad, expired or revoked token; logged out; deactivated
     AUTH_TIMEOUT = 4408  # no auth frame in time, or no frame at all for too long
+    NOT_FOUND = 4404  # no socket at this path (routing's catch-all)
     TOO_BIG = 4413  # a frame over MAX_FRAME_BYTES
+    # "Too many", of frames or of the user's sockets: the error frame says which.
     TOO_MANY_FRAMES = 4429
+    TOO_MANY_SOCKETS = 4429
 
 
 # A close the client sent (a tab closed, a page left); anything else is a connection found dead.
@@ -58,11 +65,54 @@ CLOSE_DETAILS = {
     "idle": "No frame for too long: ping every heartbeat interval.",
     "too_slow": "The client did not take pushed frames in time.",
     "frame_too_big": f"Frames are at most {MAX_FRAME_BYTES} bytes.",
-    "too_many_frames": f"At most {FRAME_BURST} frames at once, {FRAME_RATE:g} a second after that.",
+    "too_many_frames": (
+        f"At most {FRAME_BURST} frames at once, {FRAME_RATE:g} a second after that; "
+        f"an answer costs a frame more per {ROWS_PER_FRAME_COST} rows."
+    ),
+    "too_many_sockets": "This user has as many sockets open on this server as a user may: close one first.",
+    "not_found": "No socket at this path: the presence socket is /ws/presence/.",
 }
+# Of a path no route serves, the part logged: the client chooses it, and the log keeps a line.
+LOGGED_PATH_CHARS = 200
 
 
-class PresenceConsumer(AsyncWebsocketConsumer):
+class FramedConsumer(AsyncWebsocketConsumer):
+    """JSON frames, and the close the clients read: an error frame saying why, then the code.
+
+    Nothing is sent once the server closes the socket: daphne raises on a send to a closing
+    socket, and a flood leaves frames queued behind the one that closed it (the client sent
+    them before it read the close): each ended the consumer with a traceback."""
+
+    closing = False
+
+    async def _error(self, code: str, detail: str):
+        await self._send({"type": "error", "code": code, "detail": detail})
+
+    async def _send(self, frame: dict):
+        if not self.closing:
+            await self.send(text_data=json.dumps(frame, separators=(",", ":"), default=str))
+
+    async def _close(self, code: int, reason: str):
+        if not self.closing:
+            await self._error(reason, CLOSE_DETAILS[reason])
+            self.closing = True
+            await self.close(code=code, reason=reason)
+
+
+class UnknownPathConsumer(FramedConsumer):
+    """Every WebSocket path no other route serves (`/ws/chat/`, `/ws/`): accepted and closed
+    4404 with one INFO line. Without it Channels raised "No route found": daphne answered 500
+    and logged a traceback, again at every retry of a client pointed at the wrong URL. Accepted
+    rather than refused at the handshake: a browser shows a refused handshake as 1006, like a
+    network failure, while 4404 tells the client its URL is wrong."""
+
+    async def connect(self):
+        log_event(logger, "socket_not_found", path=self.scope["path"][:LOGGED_PATH_CHARS])
+        await self.accept(SUBPROTOCOL if SUBPROTOCOL in (self.scope.get("subprotocols") or []) else None)
+        await self._close(CloseCode.NOT_FOUND, "not_found")
+
+
+class PresenceConsumer(FramedConsumer):
     listener: Listener | None = None
     groups = ()  # no channel layer groups (and no empty list per socket)
 
@@ -92,12 +142,10 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         raise StopConsumer()
 
     async def connect(self):
-        self.listener = None
+        # Until it authenticates a socket holds this and a timer, nothing else (docs/reliability.md,
+        # drill 12: sockets held silent).
         self.tokens, self.refilled = float(FRAME_BURST), time.monotonic()
         self.last_frame = time.monotonic()
-        # Per user (or "*": all): what this socket was last sent directly (a subscribe's rows, a
-        # resume) showed that moment; a push computed before it is older, and dropped.
-        self.floors: dict[int | str, datetime] = {}
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         offered = self.scope.get("subprotocols") or []
         token = next(
@@ -122,15 +170,17 @@ class PresenceConsumer(AsyncWebsocketConsumer):
 
     # --- Frames from the client ------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
+        if self.closing:  # sent before the client read the close
+            return
         self.last_frame = time.monotonic()
         if self.listener:
             self.listener.alive_at = timezone.now()
         if not self._within_rate():
-            await self._close(CloseCode.TOO_MANY_FRAMES, "too_many_frames")
+            await self._close_for_what_it_sent(CloseCode.TOO_MANY_FRAMES, "too_many_frames")
             return
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > MAX_FRAME_BYTES:
-            await self._close(CloseCode.TOO_BIG, "frame_too_big")
+            await self._close_for_what_it_sent(CloseCode.TOO_BIG, "frame_too_big")
             return
         if text_data is None:
             await self._error("bad_frame", "Send JSON text frames.")
@@ -199,6 +249,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             self.floors[user_id] = shown_at
         await self._send({"type": "subscribed", "user_ids": sorted(str(pk) for pk in self.listener.subscriptions)})
         await self._send_rows(list(rows.values()), removed=[], cursor=HUB.cursor)
+        self._pay_for_rows(len(rows))
 
     async def _on_unsubscribe(self, frame):
         user_ids = _user_ids(frame.get("user_ids"))
@@ -252,8 +303,19 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             log_event(logger, "socket_refused", level=logging.WARNING, reason=refused.code)
             await self._close(CloseCode.UNAUTHORIZED, refused.code)
             return
-        self.listener = Listener(socket=self, session=session, is_staff=session.user.is_staff)
-        cursor = await HUB.join(self.listener)
+        listener = Listener(socket=self, session=session, is_staff=session.user.is_staff)
+        # Per user (or "*": all): what this socket was last sent directly (a subscribe's rows, a
+        # resume) showed that moment; a push computed before it is older, and dropped.
+        self.floors: dict[int | str, datetime] = {}
+        try:
+            cursor = await HUB.join(listener)
+        except TooManySockets:
+            log_event(
+                logger, "socket_refused", level=logging.WARNING, reason="too_many_sockets", user_id=session.user_id
+            )
+            await self._close(CloseCode.TOO_MANY_SOCKETS, "too_many_sockets")
+            return
+        self.listener = listener
         log_event(logger, "socket_opened", user_id=session.user_id, session_id=session.pk)
         await self._send(
             {
@@ -291,6 +353,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
             return
         self.floors = {"*": cursor.at}
         await self._send_rows(list(rows.values()), removed=removed, cursor=cursor, since=since)
+        self._pay_for_rows(len(rows))
 
     def _is_stale(self, user_id: int, cursor: feed.Cursor) -> bool:
         floor = self.floors.get(user_id) or self.floors.get("*")
@@ -331,22 +394,27 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         self.tokens -= 1
         return True
 
+    async def _close_for_what_it_sent(self, code: int, reason: str):
+        """A flood or an oversized frame: logged at WARNING, as a refused token is, so that abuse
+        shows in the log."""
+        whose = {"user_id": self.listener.user_id} if self.listener else {}
+        log_event(logger, "socket_closed", level=logging.WARNING, reason=reason, **whose)
+        await self._close(code, reason)
+
+    def _pay_for_rows(self, rows: int) -> None:
+        """What an answer of `rows` rows costs, after the frame's own: the bucket may go below
+        zero, and the next frames wait for the refill (or close the socket 4429)."""
+        self.tokens -= rows / ROWS_PER_FRAME_COST
+
     async def _auth_timed_out(self):
         if self.listener is None:
             await self._close(CloseCode.AUTH_TIMEOUT, "auth_timeout")
-
-    async def _error(self, code: str, detail: str):
-        await self._send({"type": "error", "code": code, "detail": detail})
-
-    async def _send(self, frame: dict):
-        await self.send(text_data=json.dumps(frame, separators=(",", ":"), default=str))
 
     async def _close(self, code: int, reason: str):
         if self.listener:
             HUB.leave(self.listener)
             self.listener = None
-        await self._error(reason, CLOSE_DETAILS[reason])
-        await self.close(code=code, reason=reason)
+        await super()._close(code, reason)
 
 
 def _user_ids(raw) -> set[int] | None:

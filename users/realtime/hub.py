@@ -148,6 +148,10 @@ def _revive_held_sessions(*, session_ids, now) -> set[int]:
     return revived
 
 
+class TooManySockets(Exception):
+    """The user holds PRESENCE_WS_MAX_SOCKETS_PER_USER sockets in this process already."""
+
+
 class Hub:
     def __init__(self):
         self._reset()
@@ -163,6 +167,8 @@ class Hub:
         # and how many of a user's own (non-staff) sockets follow that user.
         self.sessions_of_user: dict[int, tuple[str, ...]] = {}
         self.self_subscribed: dict[int, int] = {}
+        # Each user's sockets here, held or joining: what PRESENCE_WS_MAX_SOCKETS_PER_USER caps.
+        self.sockets_of_user: dict[int, int] = {}
         # What was last pushed of each user, as digests of (staff row, public row), so that a
         # change that shows nothing new (or nothing at all to non-staff: a hidden user) pushes
         # nothing. Digests, not rows: one entry per user who ever changed, for the process's life.
@@ -181,17 +187,25 @@ class Hub:
 
     # --- Sockets come and go -----------------------------------------------------------
     async def join(self, listener: Listener) -> feed.Cursor:
-        """Register an authenticated socket; returns the cursor its pushes start after."""
+        """Register an authenticated socket; returns the cursor its pushes start after. Raises
+        TooManySockets, having written nothing, when its user's sockets here are at the cap."""
         if self.loop is not asyncio.get_running_loop():  # a new event loop (tests): start over
             self._reset()
             self.loop = asyncio.get_running_loop()
-        timer = self.grace_timers.pop(listener.session_id, None)
-        if timer:
-            timer.cancel()
-        listener.alive_at = timezone.now()
-        await in_db_thread(presence.connect_session)(session=listener.session, at=listener.alive_at)
-        if self.cursor is None:
-            self.cursor = await in_db_thread(feed.current_cursor)(now=timezone.now())
+        # The slot is taken before the first await: of two sockets joining at once, one gets the
+        # last slot. Given back if the join fails, or when the socket leaves.
+        self._take_slot(listener.user_id)
+        try:
+            self._stop_grace(listener.session_id)
+            listener.alive_at = timezone.now()
+            await in_db_thread(presence.connect_session)(session=listener.session, at=listener.alive_at)
+            if self.cursor is None:
+                self.cursor = await in_db_thread(feed.current_cursor)(now=timezone.now())
+        except BaseException:
+            self._free_slot(listener.user_id)
+            raise
+        # Another socket of the session may have closed meanwhile, and started a grace period.
+        self._stop_grace(listener.session_id)
         if not self.listeners:
             self.last_touch, self.touch_due = time.monotonic(), 0.0
         self.hold(listener)
@@ -212,6 +226,19 @@ class Hub:
         if listener.is_staff:
             self.staff.add(listener)
 
+    def _take_slot(self, user_id: int) -> None:
+        held = self.sockets_of_user.get(user_id, 0)
+        if held >= settings.PRESENCE_WS_MAX_SOCKETS_PER_USER:
+            raise TooManySockets
+        self.sockets_of_user[user_id] = held + 1
+
+    def _free_slot(self, user_id: int) -> None:
+        left = self.sockets_of_user.get(user_id, 0) - 1
+        if left > 0:
+            self.sockets_of_user[user_id] = left
+        else:
+            self.sockets_of_user.pop(user_id, None)
+
     def leave(self, listener: Listener, *, closed_by_client: bool = False) -> None:
         """A socket is gone. A close the client sent is a sign of life at that moment; a socket
         found dead (idle, too slow, a dropped connection) was last alive at `alive_at`."""
@@ -220,6 +247,7 @@ class Hub:
         if closed_by_client:
             listener.alive_at = timezone.now()
         self.listeners.discard(listener)
+        self._free_slot(listener.user_id)
         self.staff.discard(listener)
         self.unsubscribe(listener, set(listener.subscriptions))
         same_session = tuple(other for other in self.by_session.get(listener.session_id, ()) if other is not listener)
@@ -235,6 +263,7 @@ class Hub:
             else:
                 self.sessions_of_user.pop(listener.user_id, None)
             if listener.session.revoked_at is None:
+                self._stop_grace(listener.session_id)
                 self.grace_timers[listener.session_id] = asyncio.create_task(
                     self._end_after_grace(listener.session, closed_at=listener.alive_at)
                 )
@@ -246,7 +275,13 @@ class Hub:
             if str(session.pk) not in self.by_session:
                 await in_db_thread(presence.end_closed_session)(session=session, closed_at=closed_at)
         finally:
-            self.grace_timers.pop(str(session.pk), None)
+            if self.grace_timers.get(str(session.pk)) is asyncio.current_task():  # not a later one's
+                del self.grace_timers[str(session.pk)]
+
+    def _stop_grace(self, session_id: str) -> None:
+        timer = self.grace_timers.pop(session_id, None)
+        if timer:
+            timer.cancel()
 
     def subscribe(self, listener: Listener, user_ids: set[int]) -> None:
         if not listener.is_staff and listener.user_id in user_ids - listener.subscriptions:

@@ -1,9 +1,12 @@
 from django.conf import settings
-from django.urls import path
+from django.urls import path, re_path
 
-from users.realtime.consumers import PresenceConsumer
+from users.realtime.consumers import PresenceConsumer, UnknownPathConsumer
 
-websocket_urlpatterns = [path("ws/presence/", PresenceConsumer.as_asgi())]
+websocket_urlpatterns = [
+    path("ws/presence/", PresenceConsumer.as_asgi()),
+    re_path(r"", UnknownPathConsumer.as_asgi()),  # any other path: closed 4404, not a 500
+]
 
 
 def allowed_origins() -> list[str]:

@@ -110,6 +110,17 @@ def closed_with(socket, *, timeout=5.0):
     raise AssertionError("the socket stayed open")
 
 
+def errors_in(log):
+    """A server's error lines, less the start-up probe's: health is 503 until a sweep ran (no
+    worker runs beside the test servers)."""
+    return [
+        line
+        for line in log.splitlines()
+        if ("ERROR" in line or "Traceback" in line or "level=error" in line)
+        and "Service Unavailable: /api/health/" not in line
+    ]
+
+
 def send(socket, frame):
     socket.send(json.dumps(frame))
 

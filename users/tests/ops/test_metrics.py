@@ -81,8 +81,9 @@ def metric_samples(text: str) -> dict:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_open_socket_shows_up_in_its_asgi_servers_metrics(tmp_path):
-    """Socket gauges are per process: the ASGI server holding the socket counts it, and counts
-    it out once it closes (then its session waits out the grace period)."""
+    """Socket gauges are per process: the ASGI server holding the sockets counts them (every
+    connection, and apart those authenticated), and counts them out once they close (then a
+    session waits out the grace period)."""
     import json
 
     from websockets.sync.client import connect
@@ -101,19 +102,36 @@ def test_an_open_socket_shows_up_in_its_asgi_servers_metrics(tmp_path):
             samples = metric_samples(text)
             return {
                 name: samples[(f"offchat_presence_{name}", ())]
-                for name in ("sockets", "socket_sessions", "staff_sockets", "sockets_in_grace")
+                for name in ("connections", "sockets", "socket_sessions", "staff_sockets", "sockets_in_grace")
             }
 
-        assert sockets() == {"sockets": 0, "socket_sessions": 0, "staff_sockets": 0, "sockets_in_grace": 0}
+        assert sockets() == dict.fromkeys(sockets(), 0)
         with connect(asgi.ws_url(f"?token={auth.log_in(user=staff).access}")) as staff_socket:
             assert json.loads(staff_socket.recv(timeout=5))["type"] == "hello"
-            with connect(asgi.ws_url(f"?token={auth.log_in(user=user).access}")) as socket:
+            with (
+                connect(asgi.ws_url(f"?token={auth.log_in(user=user).access}")) as socket,
+                connect(asgi.ws_url()) as not_authenticated_yet,
+            ):
                 assert json.loads(socket.recv(timeout=5))["type"] == "hello"
-                assert sockets() == {"sockets": 2, "socket_sessions": 2, "staff_sockets": 1, "sockets_in_grace": 0}
+                not_authenticated_yet.send(json.dumps({"type": "ping"}))
+                assert json.loads(not_authenticated_yet.recv(timeout=5))["type"] == "pong"
+                assert sockets() == {
+                    "connections": 3,
+                    "sockets": 2,
+                    "socket_sessions": 2,
+                    "staff_sockets": 1,
+                    "sockets_in_grace": 0,
+                }
             deadline = time.monotonic() + 5
-            while sockets()["sockets"] != 1 and time.monotonic() < deadline:
+            while sockets()["connections"] != 1 and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert sockets() == {"sockets": 1, "socket_sessions": 1, "staff_sockets": 1, "sockets_in_grace": 1}
+            assert sockets() == {
+                "connections": 1,
+                "sockets": 1,
+                "socket_sessions": 1,
+                "staff_sockets": 1,
+                "sockets_in_grace": 1,
+            }
         assert "offchat_presence_pushes_total" in asgi.http("/metrics")[1]
     finally:
         asgi.stop()

@@ -1,20 +1,26 @@
 """The presence socket through a real ASGI server (daphne) and real WebSocket clients, on this
 test session's database (docs/realtime.md)."""
 
+import asyncio
 import json
+import struct
 import time
+from contextlib import ExitStack
 from datetime import timedelta
+from socket import SHUT_RDWR, SO_LINGER, SOL_SOCKET
 
 import pytest
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import AccessToken
+from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from users.models import OnlineStatus, PresenceSession, SessionEndReason, User
+from users.realtime.consumers import PresenceConsumer
 from users.services import auth, presence
 from users.tests.factories import StaffFactory, UserFactory
-from users.tests.helpers import closed_with, frames, reply, send
+from users.tests.helpers import closed_with, errors_in, frames, reply, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,6 +87,76 @@ def test_a_browser_page_of_another_site_cannot_open_a_socket(server):
             assert json.loads(socket.recv(timeout=5))["type"] == "hello"
 
 
+# --- Sockets per user ----------------------------------------------------------------------------
+def opened(sockets, url, *, timeout=5.0, **options):
+    """A socket at `url` that got its hello (closed with `sockets`, an ExitStack), retried while
+    the server still counts a socket that just closed: its close reaches the hub a moment after
+    the client's."""
+    deadline = time.monotonic() + timeout
+    while True:
+        socket = sockets.enter_context(connect(url, **options))
+        frame = json.loads(socket.recv(timeout=5))
+        if frame["type"] == "hello":
+            return socket
+        socket.close()
+        assert frame["code"] == "too_many_sockets" and time.monotonic() < deadline, frame
+        time.sleep(0.05)
+
+
+def dropped(socket):
+    """The client's network goes: the TCP connection ends with no close frame (1006 to the server)."""
+    socket.socket.setsockopt(SOL_SOCKET, SO_LINGER, struct.pack("ii", 1, 0))  # a reset, not a goodbye
+    socket.socket.shutdown(SHUT_RDWR)
+    with pytest.raises(ConnectionClosed):
+        socket.recv(timeout=5)
+
+
+def test_a_user_past_the_socket_cap_is_closed_4429_and_a_closed_or_dropped_socket_frees_its_slot(server):
+    asgi, user, other = server(PRESENCE_WS_MAX_SOCKETS_PER_USER="3"), UserFactory(), UserFactory()
+    phone, laptop = auth.log_in(user=user), auth.log_in(user=user)
+    with ExitStack() as sockets:
+        held = [opened(sockets, asgi.ws_url(f"?token={phone.access}")) for _ in range(2)]
+        held.append(opened(sockets, asgi.ws_url(), subprotocols=["offchat.presence", f"token.{laptop.access}"]))
+        written = list(User.objects.filter(pk=user.pk).values_list("presence_update_id", "last_seen"))
+        written += PresenceSession.objects.filter(user=user).order_by("pk").values_list("last_seen", flat=True)
+
+        with connect(asgi.ws_url(f"?token={laptop.access}")) as fourth:  # any session of the user counts
+            assert closed_with(fourth) == (4429, "too_many_sockets")
+        with connect(asgi.ws_url()) as late:
+            send(late, {"type": "auth", "token": phone.access})
+            assert closed_with(late) == (4429, "too_many_sockets")
+        for _ in range(3):  # the cap is per user
+            opened(sockets, asgi.ws_url(f"?token={auth.log_in(user=other).access}"))
+        now = list(User.objects.filter(pk=user.pk).values_list("presence_update_id", "last_seen"))
+        now += PresenceSession.objects.filter(user=user).order_by("pk").values_list("last_seen", flat=True)
+        assert now == written  # the refused sockets wrote nothing
+
+        held.pop(0).close()
+        held.append(opened(sockets, asgi.ws_url(f"?token={phone.access}")))
+        dropped(held.pop(0))
+        held.append(opened(sockets, asgi.ws_url(f"?token={phone.access}")))
+        with connect(asgi.ws_url(f"?token={phone.access}")) as fourth:  # and still holds
+            assert closed_with(fourth) == (4429, "too_many_sockets")
+    log = asgi.output()
+    assert log.count("event=socket_refused reason=too_many_sockets") >= 3
+    assert errors_in(log) == []
+
+
+def test_sockets_authenticating_at_once_never_share_the_last_slot(server):
+    """Twelve sockets of one token open at once against a cap of 2: while the first two wait for
+    the database, the others must not be let in."""
+    asgi, user = server(PRESENCE_WS_MAX_SOCKETS_PER_USER="2"), UserFactory()
+    url = asgi.ws_url(f"?token={auth.log_in(user=user).access}")
+
+    async def first_frames():
+        sockets = await asyncio.gather(*(async_connect(url) for _ in range(12)))
+        answers = await asyncio.gather(*(socket.recv() for socket in sockets))
+        await asyncio.gather(*(socket.close() for socket in sockets))
+        return [json.loads(answer).get("code", "hello") for answer in answers]
+
+    assert sorted(asyncio.run(first_frames())) == ["hello"] * 2 + ["too_many_sockets"] * 10
+
+
 # --- Frames --------------------------------------------------------------------------------------
 def test_unhappy_frames_get_an_error_frame_and_write_nothing(server):
     asgi, user = server(PRESENCE_WS_MAX_SUBSCRIPTIONS="3"), UserFactory()
@@ -114,18 +190,56 @@ def test_an_oversized_frame_is_closed_4413(server):
         socket.recv(timeout=5)
         socket.send(json.dumps({"type": "ping", "padding": "x" * 20_000}))
         assert closed_with(socket) == (4413, "frame_too_big")
+    logged = f"WARNING users.realtime.consumers event=socket_closed reason=frame_too_big user_id={user.pk}"
+    assert logged in asgi.output()
 
 
-def test_a_flood_of_frames_is_closed_4429(server):
-    asgi, user = server(), UserFactory()
-    with connect(asgi.ws_url(f"?token={auth.log_in(user=user).access}")) as socket:
+def test_a_flood_of_frames_is_closed_4429_answers_cost_their_rows_and_the_backlog_is_dropped(server):
+    asgi, user, followed = server(), UserFactory(), UserFactory.create_batch(100)
+    subscribe = {"type": "subscribe", "user_ids": [one.pk for one in followed]}
+    with connect(asgi.ws_url(f"?token={auth.log_in(user=user).access}"), max_queue=None) as socket:
         socket.recv(timeout=5)
-        for _ in range(60):
+        for _ in range(60):  # answered slower than sent: frames queue behind the one that closes
             try:
-                send(socket, {"type": "ping"})
+                send(socket, subscribe)
             except ConnectionClosed:
                 break
-        assert closed_with(socket) == (4429, "too_many_frames")
+        received = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                received.append(json.loads(socket.recv(timeout=10)))
+    assert (closed.value.rcvd.code, received[-1]["code"]) == (4429, "too_many_frames")
+    # Each answer of 100 rows cost a frame more: about half of the 30 frames at once were answered.
+    assert 14 <= sum(frame["type"] == "subscribed" for frame in received) <= 20
+    time.sleep(1)  # the consumer works through the frames queued behind the close meanwhile
+    # They are dropped: nothing is sent to a closing socket (daphne raised, and logged a traceback).
+    assert errors_in(asgi.output()) == []
+    assert asgi.output().count(f"event=socket_closed reason=too_many_frames user_id={user.pk}") == 1
+
+
+def test_nothing_is_sent_to_a_socket_the_server_is_closing():
+    """daphne refuses a send to a socket it is closing. Frames queued behind the one that
+    closed a socket (a flood's, sent before the client read the close) tried, and each ended
+    the consumer with a traceback; so did the hub closing a socket that was closing already."""
+    sent = []
+
+    async def base_send(message):
+        if sent and sent[-1]["type"] == "websocket.close":
+            raise RuntimeError("Attempt to send on a closed protocol")  # autobahn's, in daphne
+        sent.append(message)
+
+    consumer = PresenceConsumer()
+    consumer.base_send = base_send
+    consumer.tokens, consumer.refilled, consumer.last_frame = 0.0, time.monotonic(), time.monotonic()
+
+    async def flood():
+        await consumer.receive(text_data=json.dumps({"type": "ping"}))  # over the limit: closed
+        await consumer.receive(text_data=json.dumps({"type": "ping"}))  # the backlog
+        await consumer.close_idle()
+
+    asyncio.run(flood())
+    assert [message["type"] for message in sent] == ["websocket.send", "websocket.close"]
+    assert (json.loads(sent[0]["text"])["code"], sent[1]["code"]) == ("too_many_frames", 4429)
 
 
 # --- Presence semantics --------------------------------------------------------------------------

@@ -7,12 +7,16 @@ import gc
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from types import SimpleNamespace
 
+import pytest
+from django.db import DatabaseError
+
 from offchat_backend.tests.support import REPO, clean_env
 from users.realtime import hub as hub_module
-from users.realtime.hub import Batch, Hub, Listener
+from users.realtime.hub import Batch, Hub, Listener, TooManySockets
 
 
 def listener(user_id, *, staff=False, session=None):
@@ -172,3 +176,68 @@ def test_a_big_batch_goes_in_frames_of_at_most_1000_rows_and_only_the_last_moves
     assert [f["removed"] for f in frames] == [[], [], [5000]]
     assert sum(f["type"] == "user_status_change" for f in sent) == 2500
     assert max(len(json.dumps(f)) for f in frames) < 2**20  # under daphne's message limit
+
+
+def test_a_join_that_fails_gives_its_users_slot_back(settings, monkeypatch):
+    """The cap's count (PRESENCE_WS_MAX_SOCKETS_PER_USER) is taken before the join's database
+    work and given back when that work fails, or when the socket leaves."""
+    settings.PRESENCE_WS_MAX_SOCKETS_PER_USER = 1
+    failing = {"now": True}
+
+    def connect_session(*, session, at):
+        if failing["now"]:
+            raise DatabaseError("the database went away")
+
+    monkeypatch.setattr(hub_module.presence, "connect_session", connect_session)
+    monkeypatch.setattr(hub_module.feed, "current_cursor", lambda *, now: "cursor")
+    monkeypatch.setattr(Hub, "_follow", lambda self: asyncio.sleep(0))
+
+    async def joins():
+        hub, first, second = Hub(), listener(3), listener(3)
+        with pytest.raises(DatabaseError):
+            await hub.join(first)
+        assert hub.sockets_of_user == {}
+        failing["now"] = False
+        assert await hub.join(first) == "cursor"
+        with pytest.raises(TooManySockets):
+            await hub.join(second)
+        first.session.revoked_at = "logged out"  # no grace period to wait for
+        hub.leave(first)
+        assert hub.sockets_of_user == {}
+        assert await hub.join(second) == "cursor"
+
+    asyncio.run(joins())
+
+
+def test_a_tab_closing_while_another_tab_of_its_session_joins_leaves_one_grace_period(settings, monkeypatch):
+    """Tab A closes while tab B of the same session is joining (B's database work in flight):
+    B's join stops the grace period A's close started, and B's close starts the only one. Two
+    used to run: the stale one ended the session as of A's close and took the other out of the
+    hub's count, so /metrics showed no session in grace while one was (drill 14)."""
+    settings.PRESENCE_DISCONNECT_GRACE = 0.05
+    connecting, ended = threading.Event(), []
+    connecting.set()
+    monkeypatch.setattr(hub_module.presence, "connect_session", lambda *, session, at: connecting.wait(5))
+    monkeypatch.setattr(
+        hub_module.presence, "end_closed_session", lambda *, session, closed_at: ended.append(closed_at)
+    )
+    monkeypatch.setattr(hub_module.feed, "current_cursor", lambda *, now: "cursor")
+    monkeypatch.setattr(Hub, "_follow", lambda self: asyncio.sleep(0))
+
+    async def tabs():
+        hub, a = Hub(), listener(3)
+        b = listener(3, session=a.session.pk)
+        await hub.join(a)
+        connecting.clear()
+        joining = asyncio.create_task(hub.join(b))
+        await asyncio.sleep(0.01)  # B waits for the database
+        hub.leave(a, closed_by_client=True)
+        connecting.set()
+        await joining
+        hub.leave(b, closed_by_client=True)
+        assert list(hub.grace_timers) == [b.session_id]
+        await asyncio.sleep(0.2)
+        return hub, b
+
+    hub, b = asyncio.run(tabs())
+    assert ended == [b.alive_at] and hub.grace_timers == {}
