@@ -113,11 +113,16 @@ def test_an_access_token_of_a_deactivated_or_deleted_user_is_401(user, fate):
 
 
 # --- Staff-only endpoints -------------------------------------------------------------
+NEW_ACCOUNT = "made-by-an-admin-request"
+
+
 def _admin_requests(target, session):
     """Every operation of the admin API, with valid arguments: only the permission refuses."""
     users = "/api/users/admin/users/"
     return [
         ("get", users, None),
+        ("post", users, {"username": NEW_ACCOUNT, "password": "a-long-enough-passphrase"}),
+        ("get", f"{users}{target.pk}/", None),
         ("get", f"{users}online/", None),
         ("get", f"{users}summary/", None),
         ("get", f"{users}{target.pk}/online-status/", None),
@@ -152,6 +157,7 @@ def test_non_staff_reach_no_admin_operation_and_change_nothing(user, who):
         assert response["Content-Type"] == "application/json"
 
     assert _snapshot(victim) == before
+    assert not User.objects.filter(username=NEW_ACCOUNT).exists()
     session.refresh_from_db()
     assert session.is_live and session.revoked_at is None
     assert victim_client.get(ME).status_code == 200
@@ -162,7 +168,7 @@ def test_staff_can_do_what_non_staff_cannot(user):
     session = auth.log_in(user=user).session
     for method, path, body in _admin_requests(user, session):
         response = getattr(staff_client, method)(path, body, format="json")
-        assert response.status_code in (200, 204), (method, path, response.content)
+        assert response.status_code in (200, 201, 204), (method, path, response.content)
 
 
 # --- Other users' presence and privacy ---------------------------------------------------
