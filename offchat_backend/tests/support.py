@@ -330,6 +330,26 @@ class Usage(NamedTuple):
         return f"RSS {self.rss_kib / 1024:.0f} MiB, {self.fds} fds, {self.threads} threads"
 
 
+def database_connections(pid, *, port=5432) -> int:
+    """How many TCP connections to `port` (PostgreSQL's) the process `pid` holds: its socket
+    descriptors matched against the kernel's TCP table."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    held = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            held += remote_port == port and fields[9] in inodes
+    return held
+
+
 def usage(pid) -> Usage:
     """A process's Usage now, from /proc."""
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
