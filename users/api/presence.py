@@ -64,7 +64,9 @@ class MeView(PresenceClockMixin, generics.RetrieveUpdateAPIView):
         return self.request.user
 
     def get_throttles(self):
-        return [*super().get_throttles(), PasswordChangeThrottle()]
+        throttles = super().get_throttles()
+        # Per user on top of the general limits, unless throttling is off altogether (as login's).
+        return [*throttles, PasswordChangeThrottle()] if throttles else throttles
 
     def update(self, request, *args, **kwargs):
         # PUT as the OffChat frontend sends it: only the fields it names change, as with PATCH.
