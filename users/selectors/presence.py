@@ -44,7 +44,8 @@ def status_counts(*, now: datetime) -> dict[str, int]:
         away=Count("pk", filter=status_q(OnlineStatus.AWAY, now=now)),
     )
     total = active_account_count()
-    # max(): an account deactivated by a bulk UPDATE (no signal) may still be in a kept total.
+    # max(): accounts made or reactivated past the ORM (bulk inserts, an UPDATE: no signal) are
+    # missing from a kept total until it expires; offline must not go below zero meanwhile.
     total = max(total, present["online"] + present["away"])
     return {**present, "offline": total - present["online"] - present["away"], "total": total}
 
