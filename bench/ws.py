@@ -2043,16 +2043,23 @@ def keep_connected(prefix):
     clients would keep them (last_seen now; no feed id, no status change): made online together at
     the start, they would otherwise all time out together (PRESENCE_INACTIVITY_TIMEOUT) in the
     middle of a ramp longer than it, one clock transition of thousands of users."""
-    from django.db import connection
+    from django.db import connection, transaction
+    from django.db.models import Q
     from django.utils import timezone
 
     from users.models import PresenceSession, User
 
     now = timezone.now()
-    User.objects.filter(username__startswith=prefix, last_seen__lt=now).update(last_seen=now)
-    PresenceSession.objects.filter(user__username__startswith=prefix, ended_at__isnull=True, last_seen__lt=now).update(
-        last_seen=now
-    )
+    # The socket processes touch these rows too, in their own order: rows one of them holds
+    # are skipped (it is making them fresh itself), so that the two never deadlock; a deadlock
+    # here ended a 50,000-socket run.
+    for model, stale in (
+        (User, Q(username__startswith=prefix, last_seen__lt=now)),
+        (PresenceSession, Q(user__username__startswith=prefix, ended_at__isnull=True, last_seen__lt=now)),
+    ):
+        with transaction.atomic():
+            free = model.objects.filter(stale).select_for_update(skip_locked=True, of=("self",)).values("pk")
+            model.objects.filter(pk__in=free).update(last_seen=now)
     connection.close()
 
 
@@ -2524,6 +2531,16 @@ def capacity(args, work):
         if getattr(args, key, None) is not None:
             cap[key] = getattr(args, key)
     limit = raise_open_files(max(counts) + 1000)
+    # Each server process and each generator holds its share of the sockets, one descriptor
+    # each, under the limit it inherits from this process (docs/realtime.md, *Descriptors*).
+    busiest = max(counts) / min(args.processes, cap["generators"])
+    if busiest + 1000 > limit:
+        raise SystemExit(
+            f"{max(counts):,} sockets over {args.processes} server processes and {cap['generators']} generators put "
+            f"{busiest:,.0f} on one process, over its descriptor limit ({limit:,}, `ulimit -n`; its hard limit could "
+            f"not be raised). Raise it (as root: `ulimit -Hn 65536; ulimit -n 65536`, then run this again) or give "
+            f"more --processes and --generators."
+        )
     os.environ.update(CAPACITY_SETTINGS, LOCAL_STATE_DIR=str(work))
     import django
 

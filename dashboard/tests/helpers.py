@@ -53,9 +53,10 @@ def new_page(browser, **options):
 
 
 @contextmanager
-def dashboard_server(tmp_path):
+def dashboard_server(tmp_path, **env):
     """daphne on the test database, serving the static files too (asgi_settings: whitenoise).
-    It polls once an hour: whatever updates the page within seconds came through the socket."""
+    It polls once an hour: whatever updates the page within seconds came through the socket.
+    `env`: more of the server's settings."""
     static_root = tmp_path / "static"  # whitenoise looks there first (empty: no collectstatic)
     static_root.mkdir()
     server = AsgiServer(
@@ -63,6 +64,7 @@ def dashboard_server(tmp_path):
         DJANGO_SETTINGS_MODULE="dashboard.tests.asgi_settings",
         DASHBOARD_POLL_INTERVAL="3600",
         STATIC_ROOT=str(static_root),
+        **env,
     )
     try:
         yield server

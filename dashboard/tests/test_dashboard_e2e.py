@@ -7,8 +7,10 @@ import time
 
 import pytest
 import requests
+from websockets.sync.client import connect
 
 from dashboard.tests.helpers import OUTPUT, WAIT_MS, chromium, dashboard_server, new_page, row, sign_in
+from users.services import auth
 from users.tests.factories import PASSWORD, StaffFactory, UserFactory
 
 pytestmark = [pytest.mark.chromium, pytest.mark.django_db(transaction=True)]
@@ -172,3 +174,32 @@ def test_a_session_logged_out_elsewhere_signs_the_live_page_out(people, asgi, li
     page.wait_for_url("**/dashboard/login/", timeout=WAIT_MS)
     assert len(refreshes) == 1  # one refresh, shared by the socket and the poll it fell back to
     assert page.evaluate("sessionStorage.getItem('offchat.access')") is None
+
+
+def test_a_page_refused_for_holding_too_many_sockets_keeps_polling_and_stops_reconnecting(people, tmp_path):
+    """The account already holds every socket the server allows (here one, another tab's): the
+    page's socket is refused (error frame too_many_sockets, close 4429). Reconnecting would be
+    refused again, and every tab doing so is a storm: the page polls and says why, and opens no
+    other socket."""
+    ada, _ = people
+    with (
+        dashboard_server(tmp_path, PRESENCE_WS_MAX_SOCKETS_PER_USER="1") as server,
+        connect(server.ws_url(f"?token={auth.log_in(user=ada).access}")) as other_tab,
+        chromium() as launched,
+        new_page(launched) as page,
+    ):
+        assert '"hello"' in other_tab.recv(timeout=10)
+        base_url = f"http://127.0.0.1:{server.port}"
+        sign_in(page, base_url, "ada")
+        page.wait_for_url(f"{base_url}/dashboard/")
+        row(page, "ada").wait_for(timeout=WAIT_MS)
+        badge = page.locator("#mode")
+        page.wait_for_function(
+            "document.getElementById('mode').title.startsWith('Too many live connections')", timeout=WAIT_MS
+        )
+        assert badge.get_attribute("data-mode") == "polling"
+        # The backoff would have tried again within 1.25 s, and twice within 3.75 s.
+        page.wait_for_timeout(4000)
+        assert page.sockets == [server.ws_url()]
+        assert server.output().count("event=socket_refused") == 1
+        assert page.errors == []

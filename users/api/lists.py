@@ -152,12 +152,20 @@ class PresenceListMixin(PresenceClockMixin):
                 self._paginator = self.pagination_class()
         return self._paginator
 
+    def get_row_fields(self):
+        """The fields the list's rows are read with, as named rows (accounts.as_rows); None for
+        model instances."""
+        return None
+
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())
+        if fields := self.get_row_fields():
+            queryset = accounts.as_rows(queryset, fields=fields)
         since = request.query_params.get("since")
         if since is not None:
-            cursor = feed.parse_cursor(since, now=self.presence_now)
-            changes = feed.changes_since(queryset=queryset, cursor=cursor, now=self.presence_now)
+            head = feed.current_cursor(now=self.presence_now)  # read once: checks `since`, and is the next cursor
+            cursor = feed.parse_cursor(since, now=self.presence_now, head=head)
+            changes = feed.changes_since(queryset=queryset, cursor=cursor, now=self.presence_now, head=head)
             return Response(
                 {
                     "results": self.get_serializer(changes.users, many=True).data,
@@ -213,6 +221,9 @@ class AllUsersView(PresenceListMixin, generics.ListAPIView):
             return serializers.AdminUserSerializer
         return serializers.DirectoryUserSerializer
 
+    def get_row_fields(self):
+        return accounts.ADMIN_FIELDS if self.request.user.is_staff else accounts.DIRECTORY_FIELDS
+
 
 class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Every account for staff: the lists, one account (`<id>/`), adding one (POST), and a
@@ -234,6 +245,9 @@ class AdminUserViewSet(PresenceListMixin, mixins.ListModelMixin, mixins.Retrieve
         if self.action == "online" and not getattr(self, "swagger_fake_view", False):  # the schema pass has no clock
             return accounts.online_users_for_admin(now=self.presence_now)
         return accounts.users_for_admin()
+
+    def get_row_fields(self):
+        return accounts.ADMIN_FIELDS
 
     def get_serializer_class(self):
         if self.action == "online_status":

@@ -57,6 +57,13 @@ def user_directory() -> QuerySet[User]:
     return User.objects.filter(is_active=True).only(*DIRECTORY_FIELDS).order_by("username", "id")
 
 
+def as_rows(queryset: QuerySet[User], *, fields) -> QuerySet:
+    """The users of `queryset` as named rows (`pk` and `fields`, read as attributes), not model
+    instances, for lists that only show them: building 500 instances from their rows was a
+    third of a change feed poll (bench/analysis.md, issue 22); a named row costs half that."""
+    return queryset.values_list("pk", *fields, named=True)
+
+
 def users_for_admin() -> QuerySet[User]:
     """Every account, deactivated ones included: admins manage them too."""
     return User.objects.only(*ADMIN_FIELDS).order_by("username", "id")

@@ -13,6 +13,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from offchat_backend import shared_cache
+from offchat_backend.db import ids_in
 from users.exceptions import InvalidCursorError, ResyncRequiredError
 from users.models import PresenceSequence, PresenceTombstone, User
 from users.presence_rules import crossed_a_limit, crossed_a_limit_q, crossings_known_ahead, transition_margin
@@ -37,13 +38,15 @@ def current_cursor(*, now: datetime) -> Cursor:
     return Cursor(update_id=_last_update_id(), at=now)
 
 
-def parse_cursor(raw: str, *, now: datetime) -> Cursor:
+def parse_cursor(raw: str, *, now: datetime, head: Cursor | None = None) -> Cursor:
+    """`head`: the current cursor, when the caller read it already (one read less a poll)."""
     match = _CURSOR.fullmatch(raw)
     if not match:
         raise InvalidCursorError("Malformed cursor: pass the `cursor` of an earlier response.")
     update_id, millis = int(match[1]), int(match[2])
     at = datetime.fromtimestamp(millis / 1000, tz=UTC)
-    if update_id > _last_update_id() or at > now + transition_margin():
+    last_update_id = head.update_id if head is not None else _last_update_id()
+    if update_id > last_update_id or at > now + transition_margin():
         raise InvalidCursorError("Unknown cursor: pass the `cursor` of an earlier response.")
     if at < now - timedelta(seconds=settings.PRESENCE_FEED_MAX_AGE):
         raise ResyncRequiredError("The cursor is too old: fetch the full list again.")
@@ -52,12 +55,14 @@ def parse_cursor(raw: str, *, now: datetime) -> Cursor:
 
 @dataclass(frozen=True)
 class Changes:
-    users: list[User]
+    users: list  # what the queryset given yields: User instances, or named rows (accounts.as_rows)
     removed_ids: list[int]
     cursor: Cursor
 
 
-def changes_since(*, queryset: QuerySet[User], cursor: Cursor, now: datetime, limit: int | None = None) -> Changes:
+def changes_since(
+    *, queryset: QuerySet[User], cursor: Cursor, now: datetime, limit: int | None = None, head: Cursor | None = None
+) -> Changes:
     """The users of `queryset` whose presence may have changed since `cursor`, and the ids of
     those that left it (deleted, deactivated, filtered out).
 
@@ -67,15 +72,16 @@ def changes_since(*, queryset: QuerySet[User], cursor: Cursor, now: datetime, li
     cursor. A write that lands while a poll reads is either invisible to it and carries a
     later id, or (a plain heartbeat) cannot change a status within the margin the window
     overlaps by (users.services.presence.record_activity). Past `limit` changed users
-    (PRESENCE_FEED_MAX_CHANGES) it raises ResyncRequiredError.
+    (PRESENCE_FEED_MAX_CHANGES) it raises ResyncRequiredError. `head`: the current cursor, read
+    before this call (it must be read before the changes are).
     """
-    next_cursor = current_cursor(now=now)
+    next_cursor = head or current_cursor(now=now)
     since = cursor.at - transition_margin()
     crossed_a_limit = crossed_a_limit_q(since=since, now=now)
     crossings = clock_crossings_for(cursor=cursor, since=since, now=now)
     if crossings is not None:
         # The rows that may have crossed, by primary key, instead of every present user's row.
-        crossed_a_limit &= Q(pk__in=crossings.users_crossing(since=since, now=now))
+        crossed_a_limit &= Q(ids_in("pk", crossings.users_crossing(since=since, now=now)))
     limit = limit or settings.PRESENCE_FEED_MAX_CHANGES
     changed_ids = set(
         User.objects.filter(Q(presence_update_id__gt=cursor.update_id) | crossed_a_limit).values_list("pk", flat=True)[
@@ -89,7 +95,7 @@ def changes_since(*, queryset: QuerySet[User], cursor: Cursor, now: datetime, li
     )
     if len(changed_ids) + len(deleted_ids) > limit:
         raise ResyncRequiredError(f"More than {limit} users changed since the cursor: fetch the full list again.")
-    users = list(queryset.filter(pk__in=changed_ids))
+    users = list(queryset.filter(ids_in("pk", changed_ids)))
     removed = (changed_ids - {user.pk for user in users}) | deleted_ids
     return Changes(users=users, removed_ids=sorted(removed), cursor=next_cursor)
 

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db.models import Case, DateTimeField, F, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 
+from offchat_backend.db import ids_in
 from users.models import OnlineStatus, PresenceCount, PresenceInterval, User
 from users.presence_rules import away_after, effective_status, inactivity_timeout, input_went_stale_q, status_q
 from users.selectors.history import minute_counts
@@ -76,7 +77,7 @@ def close_for_inactivity(*, user_ids) -> None:
     the sweep's own time): their open intervals end then."""
     last_seen = User.objects.filter(pk=OuterRef("user_id")).values("last_seen")[:1]
     shown_offline_at = Subquery(last_seen, output_field=DateTimeField()) + Value(inactivity_timeout())
-    PresenceInterval.objects.filter(user_id__in=user_ids, ended_at__isnull=True).update(
+    PresenceInterval.objects.filter(ids_in("user_id", user_ids), ended_at__isnull=True).update(
         ended_at=Greatest(F("started_at"), Coalesce(shown_offline_at, F("started_at")))
     )
 

@@ -20,8 +20,19 @@
     pageAt: 0, // when the shown page was read (its cursor's time): pushes read before are stale
   };
   // The presence socket: `open` once its hello arrived; `refreshed` once a 4401 made us refresh
-  // the access token (a second 4401 before the next hello signs out); `attempts` for the backoff.
-  const live = { socket: null, open: false, refreshed: false, attempts: 0, retry: null, ping: null, stopped: false };
+  // the access token (a second 4401 before the next hello signs out); `attempts` for the backoff;
+  // `refused` once the server said another try would be refused too (see onClose).
+  const live = {
+    socket: null, open: false, refreshed: false, attempts: 0, retry: null, ping: null, stopped: false, refused: null,
+  };
+  // Error frames after which the server closes the socket and a reconnect would meet the same
+  // answer: no socket at this path (4404), or this user already holds as many sockets as the
+  // server allows (4429 too_many_sockets; other tabs). The page keeps polling instead.
+  const REFUSALS = {
+    not_found: "The server has no live connection at this address: the list is checked for changes periodically",
+    too_many_sockets:
+      "Too many live connections are open for this account (other tabs?): the list is checked for changes periodically",
+  };
   const cursorAt = (cursor) => Number(String(cursor).split("-")[1]) || 0;
 
   function listUrl(extra = {}) {
@@ -215,7 +226,8 @@
     badge.textContent = live.open ? "Live" : `Polling every ${every(config.pollSeconds)}`;
     badge.title = live.open
       ? "Live: changes are pushed as they happen"
-      : "The live connection is down: the list is checked for changes periodically while it reconnects";
+      : REFUSALS[live.refused] ??
+        "The live connection is down: the list is checked for changes periodically while it reconnects";
     badge.setAttribute("aria-label", badge.title);
   }
 
@@ -232,7 +244,7 @@
   function connect() {
     window.clearTimeout(live.retry);
     const token = OffChat.accessToken();
-    if (live.stopped || !token) return;
+    if (live.stopped || live.refused || !token) return;
     let socket;
     try {
       // The token goes in a subprotocol, never in the URL (URLs end up in logs).
@@ -267,6 +279,7 @@
           state.etag = state.cursor = null; // too far behind: load the list again, then resume
           reload();
         }
+        if (frame.code in REFUSALS) live.refused = frame.code; // the close follows
         return;
       default: // pong, and user_status_change (the presence frame before it said it all)
     }
@@ -303,6 +316,8 @@
       return;
     }
     schedulePoll(0); // catch up from the last cursor now, then every pollSeconds
+    if (code === 4404) live.refused = "not_found"; // even if its error frame was lost
+    if (live.refused) return showMode(); // polling from now on, and the badge says why
     reconnectLater(wasOpen);
   }
 
@@ -381,7 +396,7 @@
     await OffChat.logout();
     window.location.assign(OffChat.LOGIN_PAGE);
   });
-  window.addEventListener("online", () => live.socket || connect()); // back on the network: now
+  window.addEventListener("online", () => live.socket || connect()); // back on the network: now (unless refused)
   // "last seen" texts age between changes: re-render them while no poll does.
   window.setInterval(() => live.open && render(), 30_000);
 

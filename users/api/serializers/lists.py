@@ -1,3 +1,6 @@
+from functools import cached_property
+
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -31,8 +34,15 @@ class ListedPresenceMixin(serializers.Serializer):
     last_seen = serializers.SerializerMethodField()
     last_active = serializers.SerializerMethodField()
 
+    @cached_property
+    def _viewing(self):
+        """Who looks, at what moment, in which time zone: read once for all the rows (a list's
+        rows share one child serializer)."""
+        return self.context["request"].user, presence_now(self.context), timezone.get_current_timezone()
+
     def _shown(self, user):
-        return presence_shown_to(viewer=self.context["request"].user, user=user, now=presence_now(self.context))
+        viewer, now, _ = self._viewing
+        return presence_shown_to(viewer=viewer, user=user, now=now)
 
     def get_online_status(self, user) -> str:
         return self._shown(user).status
@@ -63,19 +73,20 @@ class FastRowsMixin:
     fields lazily: a list never builds them at all now."""
 
     def to_representation(self, user):
-        shown = self._shown(user)
+        viewer, now, tz = self._viewing
+        shown = presence_shown_to(viewer=viewer, user=user, now=now)
         row = {
             "id": user.pk,
             "username": user.username,
             "first_name": user.first_name,
             "last_name": user.last_name,
             "online_status": shown.status,
-            "last_seen": timestamp(shown.last_seen),
-            "last_active": timestamp(user.last_active) if shown.status == OnlineStatus.AWAY else None,
+            "last_seen": timestamp(shown.last_seen, tz=tz),
+            "last_active": timestamp(user.last_active, tz=tz) if shown.status == OnlineStatus.AWAY else None,
         }
-        return self.with_more_of(user, row, shown)
+        return self.with_more_of(user, row, shown, tz=tz)
 
-    def with_more_of(self, user, row: dict, shown) -> dict:
+    def with_more_of(self, user, row: dict, shown, *, tz) -> dict:
         return row
 
     def to_representation_field_by_field(self, user):
@@ -116,7 +127,7 @@ class AdminUserSerializer(FastRowsMixin, ListedPresenceMixin, serializers.ModelS
     def get_is_online(self, user) -> bool:
         return self._shown(user).status == OnlineStatus.ONLINE
 
-    def with_more_of(self, user, row: dict, shown) -> dict:
+    def with_more_of(self, user, row: dict, shown, *, tz) -> dict:
         row["is_online"] = shown.status == OnlineStatus.ONLINE
         row["manual_status"] = user.manual_status
         row["share_presence"] = user.share_presence
@@ -124,7 +135,7 @@ class AdminUserSerializer(FastRowsMixin, ListedPresenceMixin, serializers.ModelS
         row["is_staff"] = user.is_staff
         row["role"] = role_of(user)
         row["is_active"] = user.is_active
-        row["date_joined"] = row["join_date"] = timestamp(user.date_joined)
+        row["date_joined"] = row["join_date"] = timestamp(user.date_joined, tz=tz)
         return row
 
 

@@ -2,6 +2,7 @@ from collections.abc import Mapping
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from rest_framework import serializers
 
 from users.api.serializers.fields import (
@@ -64,12 +65,13 @@ class HeartbeatResponseSerializer(PresenceSerializer, HeartbeatIntervalMixin):
 
 def heartbeat_answer(user, *, now) -> dict:
     status = effective_status(user=user, now=now)
+    tz = timezone.get_current_timezone()
     return {
         "online_status": status,
         "id": user.pk,
         "username": user.username,
-        "last_seen": timestamp(user.last_seen),
-        "last_active": timestamp(user.last_active),
+        "last_seen": timestamp(user.last_seen, tz=tz),
+        "last_active": timestamp(user.last_active, tz=tz),
         "manual_status": user.manual_status,
         "share_presence": user.share_presence,
         "is_online": status == OnlineStatus.ONLINE,

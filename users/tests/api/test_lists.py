@@ -15,6 +15,7 @@ from users.api.pagination import CappedCountPagination
 from users.api.serializers import lists as serializers
 from users.models import OnlineStatus, User
 from users.presence_rules import away_after, inactivity_timeout
+from users.selectors import accounts
 from users.services import presence
 from users.tests.factories import StaffFactory, UserFactory
 from users.tests.helpers import (
@@ -566,25 +567,41 @@ def test_keyset_paging_is_for_staff_lists_and_the_directory_alike(user_client, a
     assert user_client.get(ADMIN_USERS, {"paging": "keyset"}).status_code == 403
 
 
-@pytest.mark.parametrize("serializer_name", ["AdminUserSerializer", "DirectoryUserSerializer"])
-def test_list_rows_built_by_hand_are_exactly_the_declared_fields_for_every_state_and_viewer(serializer_name):
+@pytest.mark.parametrize("time_zone", ["UTC", "America/Sao_Paulo"])
+@pytest.mark.parametrize(
+    ("serializer_name", "row_fields"),
+    [("AdminUserSerializer", accounts.ADMIN_FIELDS), ("DirectoryUserSerializer", accounts.DIRECTORY_FIELDS)],
+)
+def test_list_rows_built_by_hand_are_exactly_the_declared_fields_for_every_state_and_viewer(
+    serializer_name, row_fields, time_zone
+):
+    """By hand (FastRowsMixin, timestamps written with the time zone read once) and from named
+    rows (accounts.as_rows, as the lists read them), a row is what DRF's fields write from a
+    model instance, in the time zone active."""
     second = timedelta(seconds=1)
     ages = [None, 5 * second, inactivity_timeout() + second, away_after() + second]
     users = users_in_every_state(now=NOW, ages=ages, manual_statuses=[None, "online", "away"])
     User.objects.filter(pk__in=[u.pk for u in users[::2]]).update(share_presence=False, is_staff=True)
     users = list(User.objects.filter(pk__in=[u.pk for u in users]).order_by("pk"))
+    named_rows = list(
+        accounts.as_rows(User.objects.filter(pk__in=[u.pk for u in users]).order_by("pk"), fields=row_fields)
+    )
     viewers = [StaffFactory(), UserFactory(), users[0], users[1]]
     serializer_class = getattr(serializers, serializer_name)
-    compared = 0
-    for viewer in viewers:
-        request = APIRequestFactory().get("/")
-        request.user = viewer
-        serializer = serializer_class(context={"request": request, "presence_now": NOW})
-        for user in users:
-            by_hand = serializer.to_representation(user)
-            assert by_hand == serializer.to_representation_field_by_field(user), (viewer.pk, user.pk)
-            assert list(by_hand) == list(serializer.fields)  # same keys, same order
-            compared += 1
+    compared, stamps = 0, []
+    with timezone.override(time_zone):
+        for viewer in viewers:
+            request = APIRequestFactory().get("/")
+            request.user = viewer
+            serializer = serializer_class(context={"request": request, "presence_now": NOW})
+            for user, named_row in zip(users, named_rows, strict=True):
+                by_hand = serializer.to_representation(user)
+                assert by_hand == serializer.to_representation_field_by_field(user), (viewer.pk, user.pk)
+                assert serializer.to_representation(named_row) == by_hand, (viewer.pk, user.pk)
+                assert list(by_hand) == list(serializer.fields)  # same keys, same order
+                stamps.extend(by_hand[key] for key in ("last_seen", "last_active", "date_joined") if by_hand.get(key))
+                compared += 1
     assert compared == len(viewers) * len(users)
+    assert stamps and all(stamp.endswith("Z" if time_zone == "UTC" else "-03:00") for stamp in stamps)
     rows = serializer_class(users, many=True, context={"request": request, "presence_now": NOW}).data
     assert {row["online_status"] for row in rows} == {"online", "away", "offline"}  # the grid covers them all
