@@ -6,10 +6,11 @@ from django.db.models.lookups import In
 
 class AnyOf(In):
     """`column IN (ids)` for a long list of integer ids. On PostgreSQL it is one array
-    parameter, `column = ANY(%s)`: Django's `__in` compiles one parameter per id, and for a
-    change feed's 1,000 ids that was ~2 ms of Python and as much of PostgreSQL's planning, a
-    tenth of the poll (bench/analysis.md, issue 22). The plan is the same index probe: PostgreSQL
-    turns an IN list into `= ANY` itself. Elsewhere (SQLite) it is Django's `__in`."""
+    parameter, `column = ANY(%s)`: Django's `__in` compiles, sends and has PostgreSQL plan one
+    parameter per id, and a change feed's rows by 1,000 ids took 8 ms that way, 4 ms this way
+    (bench/analysis.md, issue 22); the sweep closes 9,000 intervals by id. The plan is the same
+    index probe: PostgreSQL turns an IN list into `= ANY` itself. Elsewhere (SQLite) it is
+    Django's `__in`."""
 
     lookup_name = "any_of"
 
