@@ -337,11 +337,12 @@ class PresenceConsumer(FramedConsumer):
 
         def read():
             now = timezone.now()
-            cursor = feed.parse_cursor(raw_cursor, now=now)
+            head = feed.current_cursor(now=now)  # read once: checks the cursor, and is the next one
+            cursor = feed.parse_cursor(raw_cursor, now=now, head=head)
             heard = accounts.users_for_admin().filter(is_active=True)
             if subscriptions is not None:
                 heard = heard.filter(pk__in=subscriptions)
-            changes = feed.changes_since(queryset=heard, cursor=cursor, now=now)
+            changes = feed.changes_since(queryset=heard, cursor=cursor, now=now, head=head)
             viewer = SimpleNamespace(is_staff=is_staff, pk=viewer_id)
             removed = [pk for pk in changes.removed_ids if subscriptions is None or pk in subscriptions]
             return rows_for(changes.users, viewer=viewer, now=now), removed, changes.cursor, cursor

@@ -73,8 +73,7 @@ class FastRowsMixin:
     fields lazily: a list never builds them at all now."""
 
     def to_representation(self, user):
-        viewer, now, tz = self._viewing
-        shown = presence_shown_to(viewer=viewer, user=user, now=now)
+        shown, tz = self._shown(user), self._viewing[2]
         row = {
             "id": user.pk,
             "username": user.username,
