@@ -5,9 +5,11 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from users.models import PresenceCount, PresenceInterval
-from users.selectors.history import Interval, Point, minute_counts, timeline, user_history
+from users.selectors.history import Interval, Point, live_minute_counts, minute_counts, timeline, user_history
 from users.tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -210,3 +212,56 @@ class TestTimeline:
         assert timeline(start=start, end=start + timedelta(minutes=6), step=timedelta(minutes=1), now=now)[-1] == (
             Point(start + timedelta(minutes=5), 9, 9, 9)  # the range ends before the current minute
         )
+
+
+class TestTheLiveCount:
+    """The live point's count is kept a few seconds for every process, within its minute."""
+
+    START = datetime(2026, 3, 10, 12, 0, 10, tzinfo=UTC)
+
+    def arrive(self, now):
+        return UserFactory(online_status="online", last_seen=now, last_active=now)
+
+    def test_a_count_a_few_seconds_old_serves_without_a_query(self):
+        self.arrive(self.START)
+        assert live_minute_counts(now=self.START) == {"online": 1, "away": 0, "offline": 0}
+        self.arrive(self.START)
+        with CaptureQueriesContext(connection) as queries:
+            assert live_minute_counts(now=self.START + timedelta(seconds=4))["online"] == 1
+        assert len(queries) == 0
+
+    def test_is_counted_again_once_older_than_its_age(self):
+        self.arrive(self.START)
+        live_minute_counts(now=self.START)
+        self.arrive(self.START)
+        assert live_minute_counts(now=self.START + timedelta(seconds=5))["online"] == 2
+
+    def test_is_counted_again_in_a_new_minute_however_recent(self):
+        just_before = datetime(2026, 3, 10, 12, 0, 59, tzinfo=UTC)
+        self.arrive(just_before)
+        live_minute_counts(now=just_before)
+        self.arrive(just_before)
+        assert live_minute_counts(now=just_before + timedelta(seconds=2))["online"] == 2
+
+    def test_a_count_taken_after_now_does_not_serve_an_earlier_now(self):
+        self.arrive(self.START)
+        live_minute_counts(now=self.START + timedelta(seconds=3))
+        self.arrive(self.START)
+        assert live_minute_counts(now=self.START)["online"] == 2
+
+    def test_the_timeline_ending_now_reads_the_kept_count(self):
+        start, now = self.START.replace(second=0), self.START + timedelta(minutes=6)
+        self.arrive(now)
+        first = timeline(start=start, end=start + timedelta(hours=1), step=timedelta(minutes=1), now=now)
+        self.arrive(now)
+        again = timeline(start=start, end=start + timedelta(hours=1), step=timedelta(minutes=1), now=now)
+        assert first[-1] == again[-1] == Point(now.replace(second=0), 1, 0, 0, partial=True)
+
+    def test_without_the_cache_it_counts_every_time(self, settings):
+        settings.CACHES = {
+            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+        }
+        self.arrive(self.START)
+        assert live_minute_counts(now=self.START)["online"] == 1
+        self.arrive(self.START)
+        assert live_minute_counts(now=self.START)["online"] == 2
