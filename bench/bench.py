@@ -288,7 +288,8 @@ def keep_clients_connected():
     )
     execute(
         "UPDATE users SET last_seen = now(), last_active = now() WHERE online_status IN ('online', 'away') "
-        "AND id IN (SELECT user_id FROM presence_sessions WHERE user_agent = %s AND ended_at IS NULL)",
+        "AND id IN (SELECT user_id FROM presence_sessions WHERE user_agent = %s AND ended_at IS NULL "
+        "AND revoked_at IS NULL)",
         [CLIENT_AGENT],
     )
 
