@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models, transaction
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 
 class OnlineStatus(models.TextChoices):
@@ -77,6 +78,15 @@ class User(AbstractUser):
             # The change feed reads users changed after a cursor. The column moves on
             # transitions only, never on a plain heartbeat.
             models.Index(fields=["presence_update_id"], name="users_presence_update_idx"),
+        ]
+        constraints = [
+            # `Ann` beside `ann` would be two people to the eye: one name whatever its case. The
+            # service's lookup gives the friendly refusal; this holds when two admins race it.
+            models.UniqueConstraint(
+                Lower("username"),
+                name="users_username_lower_unique",
+                violation_error_message="A user with that username already exists.",
+            ),
         ]
 
     def save(self, *args, **kwargs):

@@ -1,7 +1,8 @@
 import pytest
 import time_machine
 from django.conf import settings
-from django.db import connection
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from users.models import OnlineStatus, User
@@ -66,3 +67,19 @@ def test_saving_with_explicit_update_fields_is_respected():
     user.refresh_from_db()
     assert (user.first_name, user.last_name) != ("Ada", "Lovelace")
     assert user.first_name == "Ada"
+
+
+def test_the_database_refuses_a_username_that_differs_only_in_case():
+    UserFactory(username="Heidi")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        User.objects.create(username="hEIDI")
+    assert list(User.objects.filter(username__iexact="heidi").values_list("username", flat=True)) == ["Heidi"]
+
+
+def test_renaming_to_a_case_variant_is_a_validation_error_naming_the_username():
+    UserFactory(username="Ivan")
+    other = UserFactory(username="someone")
+    other.username = "IVAN"
+    with pytest.raises(ValidationError) as refused:
+        other.full_clean()
+    assert refused.value.messages == ["A user with that username already exists."]

@@ -42,13 +42,26 @@ def test_a_password_the_validators_refuse_is_named_and_nothing_is_written(passwo
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_admins_adding_the_same_username_at_once_get_one_account_and_one_refusal():
+@pytest.mark.parametrize("spellings", [("frank", "frank"), ("Frank", "frank")])
+def test_two_admins_adding_the_same_username_at_once_get_one_account_and_one_refusal(spellings):
     admin = StaffFactory()
+    names = iter(spellings)
 
     def add():
-        return accounts.create_user(created_by=admin, username="frank", password=PASSWORD).username
+        return accounts.create_user(created_by=admin, username=next(names), password=PASSWORD).username.lower()
 
     # Both may pass the lookup before either inserts: the second insert's IntegrityError is a
-    # refusal too, never a 500.
+    # refusal too, never a 500, whatever the case of either spelling.
     assert race(add, expected=UsernameTakenError) == ["UsernameTakenError", "frank"]
-    assert User.objects.filter(username="frank").count() == 1
+    assert User.objects.filter(username__iexact="frank").count() == 1
+
+
+def test_the_lookup_passed_yet_a_case_variant_committed_meanwhile_is_a_refusal(monkeypatch):
+    UserFactory(username="Grace")
+    admin = StaffFactory()
+    # The moment between the service's lookup and its insert, when another admin's insert lands.
+    monkeypatch.setattr(accounts.User.objects, "filter", lambda **lookup: User.objects.none())
+    with pytest.raises(UsernameTakenError):
+        accounts.create_user(created_by=admin, username="grace", password=PASSWORD)
+    monkeypatch.undo()
+    assert User.objects.filter(username__iexact="grace").count() == 1

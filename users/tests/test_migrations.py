@@ -1,0 +1,38 @@
+import pytest
+from django.core.management.base import CommandError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+BEFORE = [("users", "0007_present_username_index")]
+CASE_UNIQUE = [("users", "0008_username_lower_unique")]
+
+
+def migrate(targets):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+@pytest.fixture
+def schema_before_case_unique_usernames():
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    yield migrate(BEFORE)
+    migrate(latest)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_case_unique_usernames_refuse_to_migrate_over_collisions_and_name_them(schema_before_case_unique_usernames):
+    User = schema_before_case_unique_usernames.get_model("users", "User")
+    for username in ["Frank", "frank", "FRANK", "grace", "Heidi", "heidi"]:
+        User.objects.create(username=username, password="!")
+
+    with pytest.raises(CommandError) as refused:
+        migrate(CASE_UNIQUE)
+
+    assert str(refused.value).endswith("one account of each group: FRANK, Frank, frank; Heidi, heidi")
+    assert User.objects.count() == 6  # nothing renamed or removed
+
+    User.objects.filter(username__in=["FRANK", "frank", "heidi"]).delete()
+    migrate(CASE_UNIQUE)
+    assert sorted(User.objects.values_list("username", flat=True)) == ["Frank", "Heidi", "grace"]
