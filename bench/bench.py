@@ -319,7 +319,9 @@ WORKER_CLASSES = {
 
 
 @contextmanager
-def gunicorn(*, workers, middleware=True, throttles=False, log_path, worker_class="sync"):
+def gunicorn(*, workers, middleware=True, throttles=False, log_path, worker_class="sync", environment=None):
+    """gunicorn serving the project with the benchmark's settings, `environment` over them (a
+    server that differs in one setting: bench/heartbeat_floor.py); its URL while it runs."""
     import urllib.error
     import urllib.request
 
@@ -330,6 +332,7 @@ def gunicorn(*, workers, middleware=True, throttles=False, log_path, worker_clas
         "BENCH_PRESENCE_MIDDLEWARE": "1" if middleware else "0",
         "BENCH_THROTTLES": "1" if throttles else "0",
         **class_env,
+        **(environment or {}),
     }
     command = [
         str(VENV_BIN / "gunicorn"), application, f"--bind=127.0.0.1:{port}",

@@ -23,7 +23,6 @@ import os
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,34 +57,24 @@ def rows_updated():
     return sum(table["updates"] for table in stats.values())
 
 
-@contextmanager
-def server_with(environment, *, log_path):
-    previous = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
-        with bench.gunicorn(workers=3, log_path=log_path) as url:
-            yield url
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def stagger_clients(*, granularity=25):
     """The clients as a steady stream of them is: connected, each last written between now and
     `granularity` seconds ago, so production's server writes for 1/granularity of its clients
     each second from the round's start, as it does all day (bench.keep_clients_connected would
     make them all fresh, and it would write for none of them in a 12 s round)."""
-    for table, key in (("presence_sessions", "user_id"), ("users", "id")):
-        bench.execute(
-            f"UPDATE {table} SET last_seen = now() - {key} %% %s * interval '1 second', "
-            f"last_active = now() - {key} %% %s * interval '1 second' "
-            "WHERE id IN (SELECT " + ("id" if table == "presence_sessions" else "user_id") + " FROM presence_sessions "
-            "WHERE user_agent = %s AND ended_at IS NULL AND revoked_at IS NULL)",
-            [granularity, granularity, bench.CLIENT_AGENT],
-        )
+    bench.execute(
+        "UPDATE presence_sessions SET last_seen = now() - user_id %% %s * interval '1 second', "
+        "last_active = now() - user_id %% %s * interval '1 second' "
+        "WHERE user_agent = %s AND ended_at IS NULL AND revoked_at IS NULL",
+        [granularity, granularity, bench.CLIENT_AGENT],
+    )
+    bench.execute(
+        "UPDATE users SET last_seen = now() - id %% %s * interval '1 second', "
+        "last_active = now() - id %% %s * interval '1 second' "
+        "WHERE id IN (SELECT user_id FROM presence_sessions "
+        "WHERE user_agent = %s AND ended_at IS NULL AND revoked_at IS NULL)",
+        [granularity, granularity, bench.CLIENT_AGENT],
+    )
 
 
 def measured_round(url, *, tokens_path, seconds):
@@ -104,7 +93,7 @@ def over_http(*, tokens_path, seconds, rounds, log_path):
     runs["no-op"] = []
     with contextlib.ExitStack() as stack:
         servers = {
-            name: stack.enter_context(server_with(environment, log_path=log_path))
+            name: stack.enter_context(bench.gunicorn(workers=3, log_path=log_path, environment=environment))
             for name, environment in SERVERS.items()
         }
         for url in servers.values():  # each worker's connections open before the first round
