@@ -1,6 +1,7 @@
 """Presence as the endpoints report it: computed at read time by users.presence_rules,
 never trusted from the column, with each viewer's privacy applied."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -8,13 +9,16 @@ from django.db.models import Count
 
 from offchat_backend import shared_cache
 from users.models import PRESENT_STATUSES, OnlineStatus, PresenceSweep, User
-from users.presence_rules import effective_status, status_q
+from users.presence_rules import status_q, status_rule_at
 
 
 @dataclass(frozen=True)
 class ShownPresence:
     status: str
     last_seen: datetime | None
+
+
+HIDDEN = ShownPresence(OnlineStatus.OFFLINE, None)
 
 
 def presence_shown_to(*, viewer: User, user: User, now: datetime) -> ShownPresence:
@@ -26,10 +30,21 @@ def presence_shown_to(*, viewer: User, user: User, now: datetime) -> ShownPresen
     their last_seen moves with every heartbeat: showing it would change every poll's body
     and defeat the ETag, for a figure that says nothing a status does not.
     """
-    if not (user.share_presence or viewer.is_staff or viewer.pk == user.pk):
-        return ShownPresence(OnlineStatus.OFFLINE, None)
-    status = effective_status(user=user, now=now)
-    return ShownPresence(status, user.last_seen if status == OnlineStatus.OFFLINE else None)
+    return presence_seen_by(viewer=viewer, now=now)(user)
+
+
+def presence_seen_by(*, viewer: User, now: datetime) -> Callable[[User], ShownPresence]:
+    """presence_shown_to for many users seen by one viewer at one moment (a list's rows): the
+    viewer and the rule's limits are read once, not once a row."""
+    rule, sees_everyone, viewer_id = status_rule_at(now=now), viewer.is_staff, viewer.pk
+
+    def shown(user: User) -> ShownPresence:
+        if not (sees_everyone or user.share_presence or user.pk == viewer_id):
+            return HIDDEN
+        status = rule.status_of(user)
+        return ShownPresence(status, user.last_seen if status == OnlineStatus.OFFLINE else None)
+
+    return shown
 
 
 def status_counts(*, now: datetime) -> dict[str, int]:

@@ -15,7 +15,7 @@ from users.api.serializers.fields import (
 )
 from users.models import OnlineStatus, User
 from users.selectors.accounts import role_of
-from users.selectors.presence import presence_shown_to
+from users.selectors.presence import presence_seen_by
 
 
 class ListedPresenceMixin(serializers.Serializer):
@@ -36,13 +36,13 @@ class ListedPresenceMixin(serializers.Serializer):
 
     @cached_property
     def _viewing(self):
-        """Who looks, at what moment, in which time zone: read once for all the rows (a list's
-        rows share one child serializer)."""
-        return self.context["request"].user, presence_now(self.context), timezone.get_current_timezone()
+        """What the viewer sees of a user now, and in which time zone: read once for all the rows
+        (a list's rows share one child serializer)."""
+        seen = presence_seen_by(viewer=self.context["request"].user, now=presence_now(self.context))
+        return seen, timezone.get_current_timezone()
 
     def _shown(self, user):
-        viewer, now, _ = self._viewing
-        return presence_shown_to(viewer=viewer, user=user, now=now)
+        return self._viewing[0](user)
 
     def get_online_status(self, user) -> str:
         return self._shown(user).status
@@ -73,7 +73,7 @@ class FastRowsMixin:
     fields lazily: a list never builds them at all now."""
 
     def to_representation(self, user):
-        shown, tz = self._shown(user), self._viewing[2]
+        shown, tz = self._shown(user), self._viewing[1]
         row = {
             "id": user.pk,
             "username": user.username,

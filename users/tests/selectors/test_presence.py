@@ -1,6 +1,8 @@
 from datetime import timedelta
 
 import pytest
+import time_machine
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -10,6 +12,7 @@ from users.selectors.presence import (
     ShownPresence,
     active_account_count,
     forget_active_account_count,
+    presence_seen_by,
     presence_shown_to,
     status_counts,
 )
@@ -43,6 +46,18 @@ class TestPrivacy:
         online = UserFactory(online_status=OnlineStatus.ONLINE, last_seen=NOW, last_active=NOW)
         shown = presence_shown_to(viewer=StaffFactory(), user=online, now=NOW)
         assert shown == ShownPresence(OnlineStatus.ONLINE, None)
+
+    def test_a_list_judges_every_row_at_its_one_moment_whenever_the_row_is_built(self):
+        timeout = timedelta(seconds=settings.PRESENCE_INACTIVITY_TIMEOUT)
+        about_to_leave = UserFactory(
+            online_status=OnlineStatus.ONLINE, last_seen=NOW - timeout + timedelta(seconds=1), last_active=NOW
+        )
+        seen = presence_seen_by(viewer=StaffFactory(), now=NOW)
+        with time_machine.travel(NOW + timedelta(hours=1), tick=False):
+            assert seen(about_to_leave) == ShownPresence(OnlineStatus.ONLINE, None)
+            assert presence_shown_to(viewer=StaffFactory(), user=about_to_leave, now=timezone.now()).status == (
+                OnlineStatus.OFFLINE
+            )
 
 
 @pytest.mark.django_db
