@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+import orjson
 from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 
@@ -264,8 +265,12 @@ CELERY_BEAT_SCHEDULER = "offchat_backend.local_state:FolderMakingScheduler"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["users.api.authentication.SessionJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["offchat_backend.parsers.DepthSafeJSONParser"],
+    # JSON through orjson both ways (offchat_backend.parsers): the standard library's encoder
+    # wrote a change feed's 500 rows in a tenth of the poll (bench/analysis.md, row 6).
+    # Integer keys become strings, as with json.
+    "DEFAULT_RENDERER_CLASSES": ["drf_orjson_renderer.renderers.ORJSONRenderer"],
+    "ORJSON_RENDERER_OPTIONS": (orjson.OPT_NON_STR_KEYS,),
+    "DEFAULT_PARSER_CLASSES": ["offchat_backend.parsers.BoundedJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "users.api.pagination.UserPagination",
     "PAGE_SIZE": 50,

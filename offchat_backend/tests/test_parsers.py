@@ -113,7 +113,15 @@ def test_json_nested_too_deep_for_the_parser_is_a_400_not_a_500(user_and_client)
     response = Client(raise_request_exception=False, HTTP_AUTHORIZATION=client._credentials["HTTP_AUTHORIZATION"]).post(
         HEARTBEAT, data=deep, content_type="application/json"
     )
-    assert "nested too deeply" in assert_json_error(response, 400)["detail"]
+    assert "JSON parse error" in assert_json_error(response, 400)["detail"]
+
+
+def test_an_integer_beyond_64_bits_is_a_400_naming_its_field(user_and_client):
+    user, client = user_and_client
+    before = _stored(user)
+    response = client.post(HEARTBEAT, data='{"status": 1' + "0" * 30 + "}", content_type="application/json")
+    assert list(assert_json_error(response, 400)) == ["status"]
+    assert _stored(user) == before
 
 
 @pytest.mark.parametrize("status", [1, True, None, ["away"], {"status": "away"}, "AWAY", "away ", "😴", "a" * 10_000])
