@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce, Greatest
 
 from offchat_backend.db import ids_in
 from users.models import OnlineStatus, PresenceCount, PresenceInterval, User
-from users.presence_rules import away_after, effective_status, inactivity_timeout, input_went_stale_q, status_q
+from users.presence_rules import away_after, inactivity_timeout, input_went_stale_q, status_q, status_rule_at
 from users.selectors.history import minute_counts
 
 # How far back a sweep looks for the clock's away transitions, before the previous sweep:
@@ -34,7 +34,8 @@ def record_shown_statuses(*, users: list[User], at: datetime) -> None:
     A change is dated `at`, except the clock's own: a user found away only because their
     last input is older than PRESENCE_AWAY_AFTER turned away then, not at this write (a
     socket opening on an idle user's second tab, say, before the sweep saw it)."""
-    shown = {user.pk: effective_status(user=user, now=at) for user in users}
+    rule = status_rule_at(now=at)
+    shown = {user.pk: rule.status_of(user) for user in users}
     open_now = {
         user_id: (status, started_at)
         for user_id, status, started_at in PresenceInterval.objects.filter(
