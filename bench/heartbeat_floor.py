@@ -6,9 +6,12 @@
    wrk in alternating rounds with the no-op behind the same authentication. Per round:
    requests per second, the rows PostgreSQL updated per request (pg_stat_user_tables) and the
    machine's CPU per request (/proc/stat, wrk included).
+   Production's servers defer the write to a thread (PRESENCE_WRITE_BATCH_INTERVAL); the
+   "in the request" servers write it before answering, as every server did before.
 2. In process, one client: the write alone. `record_activity` that writes (one statement on two
-   rows) against one that finds the rows fresh (no query), and `touch_sessions` (the sockets'
-   batched touch, one statement for many sessions) for the same sessions. For each: wall time
+   rows) against one that finds the rows fresh (no query), one that defers the write (the
+   request's share, then with the flush that writes them all) and `touch_sessions` (the
+   sockets' batched touch, one statement for many sessions) for the same sessions. For each: wall time
    per session and the PostgreSQL backend's own CPU per session (/proc/<backend pid>/stat).
 
     .venv/bin/python -m bench.heartbeat_floor --output DIR   # ~5 minutes; alone on the machine
@@ -32,10 +35,16 @@ from bench import bench  # noqa: E402
 # Each server's environment beside the benchmark's: only how often it writes. (Each write
 # already commits without waiting for the disk: users.services.presence sets synchronous_commit
 # off for its own statement, so a server with it off throughout measures the same.)
+# Each write that changes no status is deferred by default (PRESENCE_WRITE_BATCH_INTERVAL, 1 s)
+# and written by the worker's thread with the others of that second; "in the request" turns
+# that off, as before it existed.
+IN_THE_REQUEST = {"PRESENCE_WRITE_BATCH_INTERVAL": "0"}
 SERVERS = {
     "production's (25 s)": {},
+    "production's, in the request": IN_THE_REQUEST,
     "never writes": {"PRESENCE_WRITE_GRANULARITY": "1000000"},
     "always writes": {"PRESENCE_WRITE_GRANULARITY": "0"},
+    "always writes, in the request": {"PRESENCE_WRITE_GRANULARITY": "0", **IN_THE_REQUEST},
 }
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -82,6 +91,9 @@ def measured_round(url, *, tokens_path, seconds):
     stagger_clients()
     updated, busy = rows_updated(), machine_busy_seconds()
     result = bench.wrk(url, tokens=tokens_path, seconds=seconds, method="POST", body="{}")
+    # The round's deferred writes land within the batch interval (1 s) after its last request:
+    # their rows and CPU are the round's.
+    time.sleep(2)
     busy = machine_busy_seconds() - busy
     result["rows_updated_per_request"] = (rows_updated() - updated) / result["requests"]
     result["machine_cpu_ms_per_request"] = busy * 1000 / result["requests"]
@@ -162,11 +174,29 @@ def in_process(*, sessions, repeats):
             for session in live
         )
 
+    def heartbeat_deferred_each():
+        return sum(
+            presence.record_activity(
+                user=session.user, session=session, active=False, reported_status="online", may_defer=True
+            )
+            for session in live
+        )
+
+    def deferred_then_written():
+        queued = heartbeat_deferred_each()
+        presence.write_deferred_activity()
+        return queued
+
     results = {}
-    with override_settings(PRESENCE_WRITE_GRANULARITY=1_000_000):
+    with override_settings(PRESENCE_WRITE_GRANULARITY=1_000_000, PRESENCE_WRITE_BATCH_INTERVAL=0):
         results["heartbeat, rows fresh (no write)"] = timed(heartbeat_each)
-    with override_settings(PRESENCE_WRITE_GRANULARITY=0):
+    with override_settings(PRESENCE_WRITE_GRANULARITY=0, PRESENCE_WRITE_BATCH_INTERVAL=0):
         results["heartbeat, one statement each"] = timed(heartbeat_each)
+    # The thread would write after 59 s: these write (or leave queued) in this thread.
+    with override_settings(PRESENCE_WRITE_GRANULARITY=0, PRESENCE_WRITE_BATCH_INTERVAL=59):
+        results["heartbeat, deferred: queued only (the request's share)"] = timed(heartbeat_deferred_each)
+        presence.write_deferred_activity()
+        results["heartbeat, deferred: queued, then one flush for all"] = timed(deferred_then_written)
     results["touch_sessions, one statement for all"] = timed(
         lambda: presence.touch_sessions(session_ids=[session.pk for session in live])
     )

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
+from users.presence_rules import transition_margin
+
 
 @register()
 def check_presence_settings(app_configs, **kwargs):
@@ -33,6 +35,16 @@ def check_presence_settings(app_configs, **kwargs):
                 f"PRESENCE_INACTIVITY_TIMEOUT ({timeout}s): a client that makes requests but no heartbeats "
                 "would be marked offline between two writes.",
                 id="users.W002",
+            )
+        )
+    batch, margin = settings.PRESENCE_WRITE_BATCH_INTERVAL, transition_margin().total_seconds()
+    if not 0 <= batch < margin:
+        problems.append(
+            Error(
+                f"PRESENCE_WRITE_BATCH_INTERVAL ({batch}s) must be at least 0 and below the change feed's "
+                f"transition margin ({margin:g}s, half of PRESENCE_INACTIVITY_TIMEOUT): a deferred write "
+                "must land within it.",
+                id="users.E003",
             )
         )
     return problems

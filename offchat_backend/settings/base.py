@@ -174,6 +174,11 @@ PRESENCE_SWEEP_TIME_LIMIT = env.int("PRESENCE_SWEEP_TIME_LIMIT", default=max(PRE
 # last_seen is at least this old. Just under the heartbeat interval, so that every heartbeat
 # still moves last_seen while a burst of API calls costs one write, not one per request.
 PRESENCE_WRITE_GRANULARITY = env.int("PRESENCE_WRITE_GRANULARITY", default=max(PRESENCE_HEARTBEAT_INTERVAL - 5, 0))
+# Seconds a request's activity write that changes no status may wait, after the request has
+# answered, to be written in one statement with the same process's others (PostgreSQL only;
+# users.services.presence). 0 writes each in its request. A crash (not a graceful stop, which
+# writes them) loses at most this much of them, and the clients' next heartbeats write again.
+PRESENCE_WRITE_BATCH_INTERVAL = env.float("PRESENCE_WRITE_BATCH_INTERVAL", default=1.0)
 # A connected user with no real input (a non-heartbeat request, a heartbeat saying online)
 # for this long is away (Synapse's idle timer).
 PRESENCE_AWAY_AFTER = env.int("PRESENCE_AWAY_AFTER", default=300)

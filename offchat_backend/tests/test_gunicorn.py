@@ -31,8 +31,8 @@ def call(port, path, body=None, token=None):
     return api_request(port, path, token=token, body=body or {})
 
 
-@pytest.fixture
-def gunicorn(tmp_path):
+def start_gunicorn(tmp_path, *, workers=2, **config):
+    """gunicorn with production settings, `config` over them; its port and process."""
     port = free_port()
     env = clean_env(
         DJANGO_SETTINGS_MODULE="offchat_backend.settings.production",
@@ -43,19 +43,42 @@ def gunicorn(tmp_path):
         LOCAL_STATE_DIR=str(tmp_path),
         STATIC_ROOT=str(tmp_path / "static"),
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        **config,
     )
     # As the Docker image does at build time.
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--no-input"], cwd=REPO, env=env, check=True, capture_output=True
     )
     server = ProjectProcess(
-        [str(VENV_BIN / "gunicorn"), "offchat_backend.wsgi:application", f"--bind=127.0.0.1:{port}", "--workers=2"],
+        [
+            str(VENV_BIN / "gunicorn"),
+            "offchat_backend.wsgi:application",
+            f"--bind=127.0.0.1:{port}",
+            f"--workers={workers}",
+        ],
         env=env,
         log_path=tmp_path / "gunicorn.log",
     )
     server.wait_for(lambda: answers_http(port), timeout=30)
+    return port, server
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    port, server = start_gunicorn(tmp_path)
     yield port, server
     server.stop()
+
+
+def log_in_with_production_hashing(port):
+    """A new user logged in through `port`: the user and the access token."""
+    # Production verifies with PBKDF2; the test settings hash with MD5 for speed.
+    hasher = PBKDF2PasswordHasher()
+    user = UserFactory()
+    User.objects.filter(pk=user.pk).update(password=hasher.encode(PASSWORD, hasher.salt()))
+    status, tokens = call(port, "/api/users/login/", {"username": user.username, "password": PASSWORD})
+    assert status == 200, tokens
+    return user, tokens["access"]
 
 
 @pytest.mark.postgres
@@ -145,3 +168,41 @@ def test_gunicorn_refuses_an_oversized_body_with_a_json_413(gunicorn):
         {"detail": f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."},
     )
     assert User.objects.get(pk=user.pk).presence_sessions.get().reported_status == "online"
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_gunicorn_writes_deferred_heartbeats_within_the_interval_and_the_rest_when_it_stops(tmp_path, workers):
+    """Production's deferred activity writes through a real server: by each worker's thread
+    within PRESENCE_WRITE_BATCH_INTERVAL, and at a graceful stop (SIGTERM) before it exits."""
+
+    def last_seen(user):
+        return User.objects.get(pk=user.pk).last_seen
+
+    port, server = start_gunicorn(
+        tmp_path, PRESENCE_WRITE_GRANULARITY="0", PRESENCE_WRITE_BATCH_INTERVAL="0.5", workers=workers
+    )
+    try:
+        user, token = log_in_with_production_hashing(port)
+        logged_in = last_seen(user)
+        assert call(port, "/api/users/heartbeat/", token=token)[0] == 200
+        server.wait_for(lambda: last_seen(user) > logged_in, timeout=20)  # 40 intervals: liveness only
+    finally:
+        server.stop()
+
+    port, server = start_gunicorn(
+        tmp_path, PRESENCE_WRITE_GRANULARITY="0", PRESENCE_WRITE_BATCH_INTERVAL="59", workers=workers
+    )
+    try:
+        user, token = log_in_with_production_hashing(port)  # each server signs with a key of its own
+        heartbeats = [call(port, "/api/users/heartbeat/", token=token)[0] for _ in range(workers * 4)]
+        assert heartbeats == [200] * len(heartbeats)
+        waiting = last_seen(user)
+        assert User.objects.get(pk=user.pk).presence_sessions.get().last_seen == waiting  # a minute to wait yet
+    finally:
+        server.stop()
+    assert server.process.returncode == 0
+    assert last_seen(user) > waiting  # written as the workers exited
+    assert User.objects.get(pk=user.pk).presence_sessions.get().last_seen == last_seen(user)

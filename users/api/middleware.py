@@ -28,7 +28,7 @@ class PresenceMiddleware:
         if not isinstance(session, PresenceSession) or _view_records_own_presence(request):
             return response
         try:
-            presence.record_activity(user=session.user, session=session, active=True)
+            presence.record_activity(user=session.user, session=session, active=True, may_defer=True)
         except DatabaseError:
             # The response is already made; a missed activity write is healed by the next one.
             logger.exception("event=activity_write_failed user_id=%s", session.user_id)

@@ -15,16 +15,19 @@ tests can move time with time-machine and every writer agrees on one clock.
 import logging
 import textwrap
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from offchat_backend.log_events import log_event
+from offchat_backend.write_behind import WriteBehind
 from users.exceptions import NoLiveSessionError
 from users.models import PRESENT_STATUSES, OnlineStatus, PresenceSession, PresenceSweep, SessionEndReason, User
 from users.presence_rules import (
@@ -83,15 +86,26 @@ def end_session(*, session: PresenceSession, reason: str, at=None) -> bool:
 
 # --- Activity -------------------------------------------------------------------------
 def record_activity(
-    *, user: User, session: PresenceSession, active: bool, reported_status: str | None = None, at=None
+    *,
+    user: User,
+    session: PresenceSession,
+    active: bool,
+    reported_status: str | None = None,
+    at=None,
+    may_defer: bool = False,
 ) -> bool:
     """A request on `session`: the connection is alive; `active` when it was real input.
 
     `reported_status` is what a heartbeat says (online or away); other requests keep what
     the session last said. Coalesced: while the session and user rows loaded with the
     request are younger than PRESENCE_WRITE_GRANULARITY and nothing changes state, nothing
-    is written and no query runs. Returns whether anything was written. A request that is
-    not a heartbeat waits a heartbeat interval longer before writing (_write_granularity).
+    is written and no query runs. Returns whether anything was written (or queued). A request
+    that is not a heartbeat waits a heartbeat interval longer before writing (_write_granularity).
+
+    `may_defer`: the caller answers from `user` and `session` as updated here, not from the
+    database, so a write that changes no shown status may land after it answers: within
+    PRESENCE_WRITE_BATCH_INTERVAL, in one statement with its process's other such writes
+    (_DEFERRED_ACTIVITY). A write that changes a status is never deferred.
     """
     at = at or timezone.now()
     keeps_report = reported_status is None
@@ -99,6 +113,11 @@ def record_activity(
     if session.ended_at is None and reported_status == session.reported_status:
         if _is_fresh(user=user, session=session, at=at, active=active, heartbeat=not keeps_report):
             return False
+        if may_defer and _defer(
+            user=user, session=session, active=active, reported_status=reported_status, keeps_report=keeps_report, at=at
+        ):
+            _apply_to_loaded_rows(user=user, session=session, active=active, keeps_report=keeps_report, at=at)
+            return True
 
     durable = connection.in_atomic_block  # a caller's transaction keeps its own guarantees
     # The common write, when no shown status changes, in one statement and one round trip on
@@ -130,13 +149,17 @@ def record_activity(
         durable=durable,
     ):
         return False
-    session.last_seen, session.ended_at = at, None
     if not keeps_report:
         session.reported_status = reported_status
+    _apply_to_loaded_rows(user=user, session=session, active=active, keeps_report=keeps_report, at=at)
+    return True
+
+
+def _apply_to_loaded_rows(*, user: User, session: PresenceSession, active: bool, keeps_report: bool, at) -> None:
+    session.last_seen, session.ended_at = at, None
     if active:
         session.last_active = user.last_active = at
     user.last_seen = at
-    return True
 
 
 def _write_in_a_transaction(
@@ -239,6 +262,165 @@ def _fast_path_statement(*, active: bool, keeps_report: bool) -> str:
         )
         SELECT EXISTS (SELECT FROM touched_session), set_config('synchronous_commit', 'off', true)
     """).strip()
+
+
+# --- Deferred activity -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _DeferredActivity:
+    session_id: str
+    user_id: int
+    at: datetime
+    active: bool
+    reported_status: str
+    keeps_report: bool
+
+    @property
+    def kind(self) -> tuple[str, bool, bool]:
+        """Activities of one kind share one statement (_fast_path_for_many_statement)."""
+        return self.reported_status, self.active, self.keeps_report
+
+
+def _defer(
+    *, user: User, session: PresenceSession, active: bool, reported_status: str, keeps_report: bool, at: datetime
+) -> bool:
+    """Queues the write when the rows loaded with the request say it is the fast path's
+    (no shown status to change, now or within the transition margin); the flush checks that
+    again under the rows' locks. PostgreSQL only and outside a caller's transaction, as the
+    fast path; never once the process is exiting."""
+    interval = settings.PRESENCE_WRITE_BATCH_INTERVAL
+    if not interval or connection.vendor != "postgresql" or connection.in_atomic_block:
+        return False
+    if user.last_seen is None or not loaded_row_shows_the_same(user=user, session=session, at=at, active=active):
+        return False
+    entry = _DeferredActivity(
+        session_id=str(session.pk),
+        user_id=user.pk,
+        at=at,
+        active=active,
+        reported_status=reported_status,
+        keeps_report=keeps_report,
+    )
+    return _DEFERRED_ACTIVITY.add((entry.session_id, entry.kind), entry, interval=interval)
+
+
+def write_deferred_activity() -> int:
+    """Writes this process's deferred activity now, in the calling thread (tests, and the
+    exit of a process that wants it written before it stops); returns how many entries."""
+    return _DEFERRED_ACTIVITY.flush()
+
+
+def _write_deferred(entries: list[_DeferredActivity]) -> None:
+    """The flush: every kind of activity in one statement for all its sessions, with the fast
+    path's rows, values, checks and lock order. An entry that statement leaves alone (a status
+    to change by now, its session revoked or its report changed) takes the transactional path
+    on its own, as record_activity would have."""
+    by_kind = defaultdict(list)
+    for entry in entries:
+        by_kind[entry.kind].append(entry)
+    written, left = [], []
+    for (reported_status, active, keeps_report), group in by_kind.items():
+        touched = _write_the_fast_path_for_many(
+            entries=group, reported_status=reported_status, active=active, keeps_report=keeps_report
+        )
+        for entry in group:
+            (written if entry.session_id in touched else left).append(entry)
+    late = {entry.user_id for entry in written if timezone.now() - entry.at > transition_margin()}
+    if late:
+        # As record_activity does for a write that committed past the margin.
+        with transaction.atomic():
+            _commit_without_waiting_for_disk()
+            take_feed_id(user_ids=sorted(late))
+    for entry in left:
+        try:
+            _write_deferred_on_its_own(entry)
+        except DatabaseError:
+            logger.exception("event=activity_write_failed user_id=%s", entry.user_id)
+
+
+def _write_deferred_on_its_own(entry: _DeferredActivity) -> None:
+    session = PresenceSession.objects.select_related("user").filter(pk=entry.session_id).first()
+    if session is None:
+        return  # the account was deleted meanwhile
+    _write_in_a_transaction(
+        user=session.user,
+        session=session,
+        active=entry.active,
+        reported_status=entry.reported_status,
+        keeps_report=entry.keeps_report,
+        at=entry.at,
+        durable=False,
+    )
+
+
+def _write_the_fast_path_for_many(
+    *, entries: list[_DeferredActivity], reported_status: str, active: bool, keeps_report: bool
+) -> set[str]:
+    """The ids of the sessions written. The rows are judged at this moment, which is at or
+    after every entry's own: a row that shows the same then showed the same at each entry's
+    time (the limits only get nearer as the clock moves)."""
+    params = {
+        "session_ids": [entry.session_id for entry in entries],
+        "ats": [entry.at for entry in entries],
+        "reported_status": reported_status,
+        **shows_the_same_after_activity_params(reported_status=reported_status, active=active, at=timezone.now()),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_fast_path_for_many_statement(active=active, keeps_report=keeps_report), params)
+        return set(cursor.fetchone()[0])
+
+
+@cache
+def _fast_path_for_many_statement(*, active: bool, keeps_report: bool) -> str:
+    """_fast_path_statement for many sessions, each with its own timestamp. The locks are
+    taken in the same order, session rows then user rows, and within each kind in id order,
+    so that two processes' flushes (a session's requests reach any worker) and a user's
+    devices on two workers cannot deadlock: each locking SELECT sorts before it locks."""
+    same_report = "" if keeps_report else 'AND "presence_sessions"."reported_status" = %(reported_status)s'
+    # Unqualified columns are the updated table's: the CTEs read beside it have no such column.
+    user_active = ', "last_active" = GREATEST(COALESCE("last_active", latest.at), latest.at)'
+    session_active = ', "last_active" = GREATEST(COALESCE("last_active", locked_sessions.at), locked_sessions.at)'
+    return textwrap.dedent(f"""
+        WITH activity AS (
+            SELECT * FROM unnest(%(session_ids)s::uuid[], %(ats)s::timestamptz[]) AS activity(session_id, at)
+        ), locked_sessions AS MATERIALIZED (
+            SELECT "presence_sessions"."id", "presence_sessions"."user_id", activity.at
+            FROM "presence_sessions" JOIN activity ON "presence_sessions"."id" = activity.session_id
+            WHERE "presence_sessions"."revoked_at" IS NULL {same_report}
+            ORDER BY "presence_sessions"."id"
+            FOR NO KEY UPDATE OF "presence_sessions"
+        ), locked_users AS MATERIALIZED (
+            SELECT "users"."id" FROM "users"
+            WHERE "users"."id" IN (SELECT "user_id" FROM locked_sessions)
+                AND {shows_the_same_after_activity_sql(active=active)}
+            ORDER BY "users"."id"
+            FOR NO KEY UPDATE
+        ), latest AS (
+            SELECT "user_id", max(at) AS at FROM locked_sessions GROUP BY "user_id"
+        ), touched_users AS (
+            UPDATE "users" SET "last_seen" = GREATEST(COALESCE("users"."last_seen", latest.at), latest.at)
+                {user_active if active else ""}
+            FROM latest
+            WHERE "users"."id" = latest."user_id" AND "users"."id" IN (SELECT "id" FROM locked_users)
+            RETURNING "users"."id"
+        ), touched_sessions AS (
+            UPDATE "presence_sessions"
+            SET "last_seen" = GREATEST("presence_sessions"."last_seen", locked_sessions.at),
+                "ended_at" = NULL, "end_reason" = '' {session_active if active else ""}
+            FROM locked_sessions
+            WHERE "presence_sessions"."id" = locked_sessions."id"
+                AND locked_sessions."user_id" IN (SELECT "id" FROM touched_users)
+            RETURNING "presence_sessions"."id"
+        )
+        SELECT ARRAY(SELECT "id"::text FROM touched_sessions), set_config('synchronous_commit', 'off', true)
+    """).strip()
+
+
+def _later(earlier: _DeferredActivity, later: _DeferredActivity) -> _DeferredActivity:
+    return max(earlier, later, key=lambda entry: entry.at)
+
+
+# One per process: a gunicorn worker's requests queue here and its thread writes them.
+_DEFERRED_ACTIVITY = WriteBehind(name="presence activity", write=_write_deferred, merge=_later)
 
 
 def _commit_without_waiting_for_disk() -> None:

@@ -1,3 +1,5 @@
+import pytest
+
 from users.checks import check_presence_settings
 
 
@@ -28,3 +30,14 @@ def test_requests_that_would_write_too_rarely_for_the_timeout_are_a_warning(sett
     settings.PRESENCE_HEARTBEAT_INTERVAL, settings.PRESENCE_WRITE_GRANULARITY = 30, 25
     settings.PRESENCE_INACTIVITY_TIMEOUT = 50  # a request-only client writes every 55 s
     assert ids(check_presence_settings(None)) == ["users.W002"]
+
+
+@pytest.mark.parametrize("seconds", [-1, 60, 600])
+def test_a_write_batch_interval_outside_the_transition_margin_is_an_error(settings, seconds):
+    settings.PRESENCE_WRITE_BATCH_INTERVAL = seconds  # the margin: half of the 120 s timeout
+    assert ids(check_presence_settings(None)) == ["users.E003"]
+
+
+def test_production_s_write_batch_interval_passes(settings):
+    settings.PRESENCE_WRITE_BATCH_INTERVAL = 1.0
+    assert check_presence_settings(None) == []

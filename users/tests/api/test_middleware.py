@@ -145,3 +145,23 @@ def test_a_failed_presence_write_is_logged_and_the_response_still_served(caplog)
     assert f"event=activity_write_failed user_id={user.pk}" in caplog.text
     assert "lock timeout" in caplog.text
     assert stored_presence(user) == before  # nothing half-written: the session's write rolled back too
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_requests_activity_is_deferred_past_its_answer_and_lands_at_the_flush(deferred_activity):
+    user = UserFactory()
+    # Past a request's write granularity (granularity + a heartbeat interval, 55 s), within the
+    # feed's margin of the timeout (60 s): later, the write would take the transactional path.
+    with time_machine.travel(timezone.now() - timedelta(seconds=57)):
+        client = client_for(user)
+    before = stored_presence(user)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(ALL_USERS).status_code == 200
+
+    assert presence_updates(queries) == []
+    assert stored_presence(user) == before
+    assert presence.write_deferred_activity() == 1
+    user_last_seen, session_last_seen, session_last_active = stored_presence(user)
+    assert user_last_seen == session_last_seen == session_last_active > before[0]

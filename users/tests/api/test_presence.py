@@ -5,7 +5,9 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.conf import settings
+from django.db import connection
 from django.http import QueryDict
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
@@ -82,6 +84,41 @@ class TestHeartbeat:
 
     def test_get_is_405(self, user_client):
         assert_json_error(user_client.get(HEARTBEAT), 405)
+
+    @pytest.mark.postgres
+    @pytest.mark.django_db(transaction=True)
+    def test_a_heartbeat_that_changes_no_status_answers_first_and_its_write_lands_at_the_flush(self, deferred_activity):
+        user = UserFactory()
+        # Past the write granularity, within the feed's margin of the timeout.
+        with time_machine.travel(timezone.now() - timedelta(seconds=40)):
+            user_client = client_for(user)
+        before = stored(user)
+
+        with CaptureQueriesContext(connection) as queries:
+            response = user_client.post(HEARTBEAT)
+
+        assert response.status_code == 200
+        answer = response.json()
+        assert answer["online_status"] == "online"
+        assert answer["last_seen"] > before[1].isoformat().replace("+00:00", "Z")  # the answer is the new time
+        assert [query["sql"] for query in queries if "UPDATE" in query["sql"]] == []
+        assert stored(user) == before  # answered before it was written
+
+        assert presence.write_deferred_activity() == 1
+        status, last_seen = stored(user)
+        assert (status, last_seen.isoformat().replace("+00:00", "Z")) == ("online", answer["last_seen"])
+
+    @pytest.mark.postgres
+    @pytest.mark.django_db(transaction=True)
+    def test_a_heartbeat_that_changes_the_status_is_written_before_the_answer(self, deferred_activity):
+        user = UserFactory()
+        user_client = client_for(user)
+
+        response = user_client.post(HEARTBEAT, {"status": "away"}, format="json")
+
+        assert response.status_code == 200 and response.json()["online_status"] == "away"
+        assert stored(user)[0] == OnlineStatus.AWAY
+        assert deferred_activity.pending() == 0
 
 
 class TestSessionsThroughTheApi:

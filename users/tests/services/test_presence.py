@@ -867,3 +867,253 @@ def test_race_heartbeat_against_the_sweep_at_the_timeout_boundary(settings):
     # lost others. A run where one side always wins would test nothing.
     assert 0 < revived < RACE_ROUNDS, revived
     print(f"race: {RACE_ROUNDS} rounds, sweep first in {revived}, heartbeat first in {RACE_ROUNDS - revived}")
+
+
+# --- Deferred activity ------------------------------------------------------------------
+def defer(session, *, at, active=True, reported_status=None):
+    """A request that may answer before its write lands, its rows loaded fresh: what it
+    returned, the statements it ran, and its loaded session (updated in memory)."""
+    loaded = reload(session)
+    returned = []
+    statements = statements_of(
+        lambda: returned.append(
+            presence.record_activity(
+                user=loaded.user,
+                session=loaded,
+                active=active,
+                reported_status=reported_status,
+                at=at,
+                may_defer=True,
+            )
+        )
+    )
+    return returned[0], statements, loaded
+
+
+def session_row(session):
+    return PresenceSession.objects.filter(pk=session.pk).values("last_seen", "last_active", "ended_at").get()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_deferred_write_runs_no_query_in_the_request_and_lands_at_the_flush(deferred_activity):
+    now = timezone.now()
+    session = sign_in(UserFactory(), at=now - timedelta(seconds=30))
+    before = feed_id(session.user)
+
+    returned, statements, loaded = defer(session, at=now, reported_status=ReportedStatus.ONLINE)
+
+    assert (returned, statements) == (True, [])
+    assert (loaded.last_seen, loaded.user.last_seen, loaded.user.last_active) == (now, now, now)
+    assert stored(session.user) == (OnlineStatus.ONLINE, now - timedelta(seconds=30))  # not yet written
+    assert deferred_activity.pending() == 1
+
+    assert presence.write_deferred_activity() == 1
+    assert session_row(session)["last_seen"] == session_row(session)["last_active"] == now
+    assert stored(session.user) == (OnlineStatus.ONLINE, now)
+    assert feed_id(session.user) == before  # no status changed, none to announce
+    assert deferred_activity.pending() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_second_of_many_clients_activity_is_one_statement(deferred_activity):
+    now = timezone.now()
+    sessions = [sign_in(UserFactory(), at=now - timedelta(seconds=30)) for _ in range(30)]
+    for index, session in enumerate(sessions):
+        defer(session, at=now + timedelta(milliseconds=index), reported_status=ReportedStatus.ONLINE)
+    defer(sessions[0], at=now + timedelta(milliseconds=100), reported_status=ReportedStatus.ONLINE)  # merged
+
+    statements = statements_of(presence.write_deferred_activity)
+
+    assert len(statements) == 1 and statements[0].startswith("WITH")
+    assert [session_row(session)["last_seen"] for session in sessions] == [
+        now + timedelta(milliseconds=100 if index == 0 else index) for index in range(30)
+    ]
+    assert [stored(session.user)[1] for session in sessions] == [
+        session_row(session)["last_seen"] for session in sessions
+    ]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_write_that_changes_a_status_is_never_deferred(deferred_activity):
+    now = timezone.now()
+    session = sign_in(UserFactory(), at=now - timedelta(seconds=30))
+
+    returned, statements, _ = defer(session, at=now, reported_status=ReportedStatus.AWAY)
+
+    assert returned and statements  # written in the request: the user is away from now on
+    assert stored(session.user) == (OnlineStatus.AWAY, now)
+    assert deferred_activity.pending() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_deferred_activity_ends_as_the_transactional_path_ends_it(settings, deferred_activity):
+    """Every request below, deferred or not, and then the flush of all the deferred ones in
+    one statement, ends as the transactional path alone ends it (run first inside a caller's
+    transaction, then rolled back): the same rows, history and feed ids."""
+    settings.PRESENCE_WRITE_GRANULARITY = 0
+    at = timezone.now().replace(microsecond=0)
+    user_rows = itertools.product(
+        [OnlineStatus.ONLINE, OnlineStatus.AWAY, OnlineStatus.OFFLINE],  # stored
+        [timedelta(seconds=10), timedelta(seconds=70)],  # since last seen: far from the timeout, or near
+        [timedelta(seconds=10), timedelta(seconds=250)],  # since the last input: far from away, or near
+        [None, OnlineStatus.AWAY],  # manual status
+    )
+    requests = [(None, True), (None, False), (ReportedStatus.ONLINE, True), (ReportedStatus.AWAY, False)]
+    cases = [
+        (*user_row, report, *request)
+        for user_row in user_rows
+        for report in ReportedStatus.values
+        for request in requests
+    ]
+
+    def outcome(session):
+        user = User.objects.filter(pk=session.user_id).values().get()
+        # Whether it took a feed id: the ids themselves differ, the expected ones being rolled back.
+        user["presence_update_id"] = user["presence_update_id"] > initial_feed_ids[session.pk]
+        return (
+            PresenceSession.objects.filter(pk=session.pk).values().get(),
+            user,
+            list(
+                PresenceInterval.objects.filter(user_id=session.user_id).values_list("status", "started_at", "ended_at")
+            ),
+        )
+
+    expected, sessions, initial_feed_ids = {}, {}, {}
+    with time_machine.travel(at, tick=False):  # no write here is slower than the margin
+        for case in cases:
+            stored_status, seen, input_age, manual, report, reported_status, active = case
+            user = UserFactory(
+                online_status=stored_status, last_seen=at - seen, last_active=at - input_age, manual_status=manual
+            )
+            sessions[case] = PresenceSession.objects.create(
+                user=user,
+                reported_status=report,
+                created_at=at - timedelta(hours=1),
+                last_seen=at - seen,
+                last_active=at - input_age,
+            )
+            initial_feed_ids[sessions[case].pk] = feed_id(user)
+            with transaction.atomic():
+                loaded = reload(sessions[case])
+                presence.record_activity(
+                    user=loaded.user, session=loaded, active=active, reported_status=reported_status, at=at
+                )
+                expected[case] = outcome(sessions[case])
+                transaction.set_rollback(True)
+        for case in cases:
+            _, _, reported_status, active = case[3:]
+            defer(sessions[case], at=at, active=active, reported_status=reported_status)
+        deferred = deferred_activity.pending()
+        presence.write_deferred_activity()
+
+    assert {case: outcome(session) for case, session in sessions.items()} == expected
+    assert 10 < deferred < len(cases) - 10  # both kinds of request are among the cases
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_deferred_write_finding_its_session_logged_out_leaves_it_so(deferred_activity):
+    now = timezone.now()
+    session = sign_in(UserFactory(), at=now - timedelta(seconds=30))
+    defer(session, at=now, reported_status=ReportedStatus.ONLINE)
+    presence.end_session(session=reload(session), reason=SessionEndReason.LOGOUT, at=now + timedelta(seconds=1))
+
+    presence.write_deferred_activity()
+
+    ended = PresenceSession.objects.get(pk=session.pk)
+    assert ended.revoked_at == ended.ended_at == now + timedelta(seconds=1)
+    assert stored(session.user) == (OnlineStatus.OFFLINE, now + timedelta(seconds=1))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_deferred_write_whose_user_would_now_show_otherwise_takes_the_transactional_path(deferred_activity):
+    """Flushed 70 s after its request, past the margin, a row last seen 100 s ago is no longer
+    one its write leaves as it shows: written on its own, with a feed id for pollers."""
+    session = sign_in(UserFactory(), at=NOW)
+    with time_machine.travel(NOW + timedelta(seconds=30), tick=False):
+        defer(session, at=NOW + timedelta(seconds=30), reported_status=ReportedStatus.ONLINE)
+    before = feed_id(session.user)
+
+    with time_machine.travel(NOW + timedelta(seconds=100), tick=False):
+        statements = statements_of(presence.write_deferred_activity)
+
+    assert len(statements) > 1  # the one statement, then the transactional path
+    assert stored(session.user) == (OnlineStatus.ONLINE, NOW + timedelta(seconds=30))
+    assert feed_id(session.user) > before
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_deferred_write_landing_past_the_margin_takes_a_feed_id(deferred_activity):
+    user = UserFactory()
+    phone, laptop = sign_in(user, at=NOW), sign_in(user, at=NOW)
+    with time_machine.travel(NOW + timedelta(seconds=30), tick=False):
+        defer(phone, at=NOW + timedelta(seconds=30), reported_status=ReportedStatus.ONLINE)
+    with time_machine.travel(NOW + timedelta(seconds=65), tick=False):
+        touch(laptop, at=NOW + timedelta(seconds=65))  # the user's row stays fresh for the flush
+    before = feed_id(user)
+
+    with time_machine.travel(NOW + timedelta(seconds=95), tick=False):
+        statements = statements_of(presence.write_deferred_activity)
+
+    assert statements[0].startswith("WITH") and session_row(phone)["last_seen"] == NOW + timedelta(seconds=30)
+    assert feed_id(user) > before  # committed 65 s after its timestamp: a poll may have missed it
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_flush_locks_session_rows_before_user_rows(deferred_activity):
+    """The order every presence writer takes its locks in: no deadlock with the others."""
+    now = timezone.now()
+    session = sign_in(UserFactory(), at=now - timedelta(seconds=30))
+    defer(session, at=now, reported_status=ReportedStatus.ONLINE)
+    flush = threading.Thread(target=_close_connection_after(presence.write_deferred_activity))
+
+    with transaction.atomic():
+        PresenceSession.objects.select_for_update().get(pk=session.pk)
+        flush.start()
+        _wait_until_blocked_on_a_lock()
+        # Waiting for the session row, it holds no lock on the user row.
+        User.objects.select_for_update(nowait=True).get(pk=session.user_id)
+    flush.join(timeout=10)
+
+    assert session_row(session)["last_seen"] == now
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_process_writes_deferred_activity_by_itself_within_the_interval(settings, deferred_activity):
+    settings.PRESENCE_WRITE_BATCH_INTERVAL = 0.2
+    now = timezone.now()
+    session = sign_in(UserFactory(), at=now - timedelta(seconds=30))
+
+    defer(session, at=now, reported_status=ReportedStatus.ONLINE)
+
+    deadline = time.monotonic() + 10  # 50 intervals: a liveness bound, not a speed measurement
+    while session_row(session)["last_seen"] != now and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert session_row(session)["last_seen"] == now
+    assert deferred_activity.pending() == 0
+
+
+@pytest.mark.django_db
+def test_nothing_is_deferred_on_sqlite_or_inside_a_transaction_or_with_the_interval_at_zero(
+    settings, deferred_activity
+):
+    now = timezone.now()
+    session = sign_in(UserFactory(), at=now - timedelta(seconds=30))
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            defer(session, at=now, reported_status=ReportedStatus.ONLINE)
+        settings.PRESENCE_WRITE_BATCH_INTERVAL = 0
+        defer(session, at=now + timedelta(seconds=30), reported_status=ReportedStatus.ONLINE)
+        assert session_row(session)["last_seen"] == now + timedelta(seconds=30)
+    else:
+        defer(session, at=now, reported_status=ReportedStatus.ONLINE)
+        assert session_row(session)["last_seen"] == now
+    assert deferred_activity.pending() == 0
