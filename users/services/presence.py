@@ -116,7 +116,7 @@ def record_activity(
         if may_defer and _defer(
             user=user, session=session, active=active, reported_status=reported_status, keeps_report=keeps_report, at=at
         ):
-            _apply_to_loaded_rows(user=user, session=session, active=active, keeps_report=keeps_report, at=at)
+            _apply_to_loaded_rows(user=user, session=session, active=active, at=at)
             return True
 
     durable = connection.in_atomic_block  # a caller's transaction keeps its own guarantees
@@ -151,11 +151,11 @@ def record_activity(
         return False
     if not keeps_report:
         session.reported_status = reported_status
-    _apply_to_loaded_rows(user=user, session=session, active=active, keeps_report=keeps_report, at=at)
+    _apply_to_loaded_rows(user=user, session=session, active=active, at=at)
     return True
 
 
-def _apply_to_loaded_rows(*, user: User, session: PresenceSession, active: bool, keeps_report: bool, at) -> None:
+def _apply_to_loaded_rows(*, user: User, session: PresenceSession, active: bool, at) -> None:
     session.last_seen, session.ended_at = at, None
     if active:
         session.last_active = user.last_active = at
@@ -324,7 +324,8 @@ def _write_deferred(entries: list[_DeferredActivity]) -> None:
         )
         for entry in group:
             (written if entry.session_id in touched else left).append(entry)
-    late = {entry.user_id for entry in written if timezone.now() - entry.at > transition_margin()}
+    landed_at = timezone.now()
+    late = {entry.user_id for entry in written if landed_at - entry.at > transition_margin()}
     if late:
         # As record_activity does for a write that committed past the margin.
         with transaction.atomic():

@@ -635,6 +635,36 @@ def activity_outcome(*, session, active, reported_status, at):
     return statements, left
 
 
+# The cases both one-statement writes (in the request, and deferred) are compared against the
+# transactional path over: user rows on each side of the rule's limits, and every kind of request.
+CASE_USER_ROWS = list(
+    itertools.product(
+        [OnlineStatus.ONLINE, OnlineStatus.AWAY, OnlineStatus.OFFLINE],  # stored
+        [timedelta(seconds=10), timedelta(seconds=70)],  # since last seen: far from the timeout, or near
+        [timedelta(seconds=10), timedelta(seconds=250)],  # since the last input: far from away, or near
+        [None, OnlineStatus.AWAY],  # manual status
+    )
+)
+CASE_REQUESTS = [(None, True), (None, False), (ReportedStatus.ONLINE, True), (ReportedStatus.AWAY, False)]
+
+
+def case_session(*, at, stored_status, seen, input_age, manual, report, state="live"):
+    """A user and one session of theirs as a case describes them; the session."""
+    user = UserFactory(
+        online_status=stored_status, last_seen=at - seen, last_active=at - input_age, manual_status=manual
+    )
+    return PresenceSession.objects.create(
+        user=user,
+        reported_status=report,
+        created_at=at - timedelta(hours=1),
+        last_seen=at - seen,
+        last_active=at - input_age,
+        ended_at=None if state == "live" else at - timedelta(seconds=5),
+        end_reason={"live": "", "ended": SessionEndReason.IDLE, "revoked": SessionEndReason.LOGOUT}[state],
+        revoked_at=at - timedelta(seconds=5) if state == "revoked" else None,
+    )
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_the_one_statement_write_does_what_the_transactional_path_does_or_nothing(settings):
@@ -644,40 +674,31 @@ def test_the_one_statement_write_does_what_the_transactional_path_does_or_nothin
     leaves the others to the transactional path."""
     settings.PRESENCE_WRITE_GRANULARITY = 0
     at = timezone.now().replace(microsecond=0)
-    user_rows = itertools.product(
-        [OnlineStatus.ONLINE, OnlineStatus.AWAY, OnlineStatus.OFFLINE],  # stored
-        [timedelta(seconds=10), timedelta(seconds=70)],  # since last seen: far from the timeout, or near
-        [timedelta(seconds=10), timedelta(seconds=250)],  # since the last input: far from away, or near
-        [None, OnlineStatus.AWAY],  # manual status
-    )
     session_rows = itertools.product(["live", "ended", "revoked"], ReportedStatus.values)  # and its last report
-    requests = [(None, True), (None, False), (ReportedStatus.ONLINE, True), (ReportedStatus.AWAY, False)]
     # Every user row with a live session reporting online, and every session row with a user
     # whom that session's activity leaves as is, or not: each side of the one statement's WHERE.
     far = timedelta(seconds=10)
-    cases = [(*user_row, "live", ReportedStatus.ONLINE, *request) for user_row in user_rows for request in requests]
+    cases = [
+        (*user_row, "live", ReportedStatus.ONLINE, *request) for user_row in CASE_USER_ROWS for request in CASE_REQUESTS
+    ]
     cases += [
         (stored_status, far, far, None, *session_row, *request)
         for stored_status in (OnlineStatus.ONLINE, OnlineStatus.AWAY)
         for session_row in session_rows
-        for request in requests
+        for request in CASE_REQUESTS
     ]
     paths = {"one statement": 0, "transactional": 0}
     with time_machine.travel(at, tick=False):  # no write here is slower than the margin
         for case in dict.fromkeys(cases):
             stored_status, seen, input_age, manual, state, report, reported_status, active = case
-            user = UserFactory(
-                online_status=stored_status, last_seen=at - seen, last_active=at - input_age, manual_status=manual
-            )
-            session = PresenceSession.objects.create(
-                user=user,
-                reported_status=report,
-                created_at=at - timedelta(hours=1),
-                last_seen=at - seen,
-                last_active=at - input_age,
-                ended_at=None if state == "live" else at - timedelta(seconds=5),
-                end_reason={"live": "", "ended": SessionEndReason.IDLE, "revoked": SessionEndReason.LOGOUT}[state],
-                revoked_at=at - timedelta(seconds=5) if state == "revoked" else None,
+            session = case_session(
+                at=at,
+                stored_status=stored_status,
+                seen=seen,
+                input_age=input_age,
+                manual=manual,
+                report=report,
+                state=state,
             )
 
             with transaction.atomic():
@@ -956,18 +977,11 @@ def test_deferred_activity_ends_as_the_transactional_path_ends_it(settings, defe
     transaction, then rolled back): the same rows, history and feed ids."""
     settings.PRESENCE_WRITE_GRANULARITY = 0
     at = timezone.now().replace(microsecond=0)
-    user_rows = itertools.product(
-        [OnlineStatus.ONLINE, OnlineStatus.AWAY, OnlineStatus.OFFLINE],  # stored
-        [timedelta(seconds=10), timedelta(seconds=70)],  # since last seen: far from the timeout, or near
-        [timedelta(seconds=10), timedelta(seconds=250)],  # since the last input: far from away, or near
-        [None, OnlineStatus.AWAY],  # manual status
-    )
-    requests = [(None, True), (None, False), (ReportedStatus.ONLINE, True), (ReportedStatus.AWAY, False)]
     cases = [
         (*user_row, report, *request)
-        for user_row in user_rows
+        for user_row in CASE_USER_ROWS
         for report in ReportedStatus.values
-        for request in requests
+        for request in CASE_REQUESTS
     ]
 
     def outcome(session):
@@ -986,17 +1000,10 @@ def test_deferred_activity_ends_as_the_transactional_path_ends_it(settings, defe
     with time_machine.travel(at, tick=False):  # no write here is slower than the margin
         for case in cases:
             stored_status, seen, input_age, manual, report, reported_status, active = case
-            user = UserFactory(
-                online_status=stored_status, last_seen=at - seen, last_active=at - input_age, manual_status=manual
+            sessions[case] = case_session(
+                at=at, stored_status=stored_status, seen=seen, input_age=input_age, manual=manual, report=report
             )
-            sessions[case] = PresenceSession.objects.create(
-                user=user,
-                reported_status=report,
-                created_at=at - timedelta(hours=1),
-                last_seen=at - seen,
-                last_active=at - input_age,
-            )
-            initial_feed_ids[sessions[case].pk] = feed_id(user)
+            initial_feed_ids[sessions[case].pk] = feed_id(sessions[case].user)
             with transaction.atomic():
                 loaded = reload(sessions[case])
                 presence.record_activity(
