@@ -56,9 +56,12 @@ class WriteBehind:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"write-behind {self._name}", daemon=True)
                 self._thread.start()
+            if not self._pending:
+                # Only the first addition since a write wakes the thread; the others would cost
+                # every request a switch to it, for it to wait again.
+                self._added.notify()
             earlier = self._pending.get(key)
             self._pending[key] = entry if earlier is None else self._merge(earlier, entry)
-            self._added.notify()
             return True
 
     def pending(self) -> int:

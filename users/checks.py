@@ -3,6 +3,9 @@ from django.core.checks import Error, Warning, register
 
 from users.presence_rules import transition_margin
 
+# Longer, and a runaway client spread over processes runs unrefused for as long.
+MAX_THROTTLE_BATCH_INTERVAL = 10
+
 
 @register()
 def check_presence_settings(app_configs, **kwargs):
@@ -48,3 +51,18 @@ def check_presence_settings(app_configs, **kwargs):
             )
         )
     return problems
+
+
+@register()
+def check_throttle_settings(app_configs, **kwargs):
+    interval = settings.THROTTLE_HEARTBEAT_BATCH_INTERVAL
+    if not 0 <= interval <= MAX_THROTTLE_BATCH_INTERVAL:
+        return [
+            Error(
+                f"THROTTLE_HEARTBEAT_BATCH_INTERVAL ({interval}s) must be between 0 and "
+                f"{MAX_THROTTLE_BATCH_INTERVAL}s: a client spread over several processes is refused "
+                "only this long after crossing its limit.",
+                id="users.E004",
+            )
+        ]
+    return []

@@ -307,6 +307,12 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 
+# Seconds between a process's additions of its heartbeat counts to the shared (Redis) count
+# (users.api.throttling, HeartbeatRateThrottle): one process refuses a client at once, a
+# client spread over several processes is refused within this interval. 0 counts each
+# heartbeat in Redis in its request.
+THROTTLE_HEARTBEAT_BATCH_INTERVAL = env.float("THROTTLE_HEARTBEAT_BATCH_INTERVAL", default=1.0)
+
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_TOKEN_MINUTES", default=15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_TOKEN_DAYS", default=7)),

@@ -14,6 +14,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests read what a request wrote as soon as it answers; the tests of the deferred write
 # (users/tests/services/test_presence.py) and of a server with it turn it on.
 PRESENCE_WRITE_BATCH_INTERVAL = env.float("PRESENCE_WRITE_BATCH_INTERVAL", default=0.0)  # noqa: F405
+# The same for the heartbeat's throttle: counted in Redis in each request, except in the tests
+# of counting in batches (users/tests/api/test_throttling.py).
+THROTTLE_HEARTBEAT_BATCH_INTERVAL = env.float("THROTTLE_HEARTBEAT_BATCH_INTERVAL", default=0.0)  # noqa: F405
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not SQLite's shared in-memory database: the live server's threads (the dashboard's

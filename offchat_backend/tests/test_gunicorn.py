@@ -5,12 +5,14 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.core.cache import caches
 
 from offchat_backend.tests.support import (
     REPO,
@@ -22,6 +24,7 @@ from offchat_backend.tests.support import (
     free_port,
     session_database_url,
 )
+from users.api.throttling import add_to_windows
 from users.models import OnlineStatus, User
 from users.tests.factories import PASSWORD, UserFactory
 
@@ -206,3 +209,40 @@ def test_gunicorn_writes_deferred_heartbeats_within_the_interval_and_the_rest_wh
     assert server.process.returncode == 0
     assert last_seen(user) > waiting  # written as the workers exited
     assert User.objects.get(pk=user.pk).presence_sessions.get().last_seen == last_seen(user)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_adds_heartbeat_counts_to_redis_in_batches_and_at_a_graceful_stop(tmp_path):
+    """The heartbeat's throttle counted in batches (users.api.throttling) through a real server:
+    the worker's thread adds its count to Redis within THROTTLE_HEARTBEAT_BATCH_INTERVAL and
+    refuses once it hears the shared count over the limit; what is unsent at SIGTERM is sent."""
+    cache = caches["default"]
+
+    def shared_count(user):
+        return cache.get(f"throttle:heartbeat:{user.pk}:{int(time.time() // 3600)}")
+
+    if time.time() % 3600 > 3570:  # the hour's window must not end during the test
+        time.sleep(3601 - time.time() % 3600)
+    limits = {"THROTTLE_RATE_HEARTBEAT": "3/hour", "THROTTLE_RATE_LOGIN": "1000/min"}
+    port, server = start_gunicorn(tmp_path, THROTTLE_HEARTBEAT_BATCH_INTERVAL="0.3", workers=1, **limits)
+    try:
+        user, token = log_in_with_production_hashing(port)
+        key = f"throttle:heartbeat:{user.pk}:{int(time.time() // 3600)}"
+        add_to_windows(cache=cache, additions=[(key, 3, 3600)])  # as other workers would have counted
+        assert call(port, "/api/users/heartbeat/", token=token)[0] == 200  # not heard of yet
+        server.wait_for(lambda: shared_count(user) == 4, timeout=20)  # 60 intervals: liveness only
+        assert call(port, "/api/users/heartbeat/", token=token)[0] == 429
+    finally:
+        server.stop()
+
+    port, server = start_gunicorn(tmp_path, THROTTLE_HEARTBEAT_BATCH_INTERVAL="9", workers=1, **limits)
+    try:
+        user, token = log_in_with_production_hashing(port)
+        assert [call(port, "/api/users/heartbeat/", token=token)[0] for _ in range(2)] == [200, 200]
+        assert shared_count(user) is None  # nine seconds to wait yet
+    finally:
+        server.stop()
+    assert server.process.returncode == 0
+    assert shared_count(user) == 2

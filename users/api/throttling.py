@@ -17,6 +17,17 @@ When the cache is not Redis (LocMem in a run without services, or in tests on SQ
 window is counted through Django's cache API, `add` then `incr`: atomic within one process,
 which is all LocMem is shared by.
 
+The heartbeat's limit (HeartbeatRateThrottle) is counted in batches instead: each process
+counts its requests per window in memory, answers from what it knows (the shared total as of
+its last addition plus its own requests since), and adds its count to the shared one every
+THROTTLE_HEARTBEAT_BATCH_INTERVAL seconds, all windows in one pipeline, from a thread of its
+own (offchat_backend.write_behind). The heartbeat is the busiest endpoint, and the round trip
+was most of what its throttle cost (bench/analysis.md, row 1b). The tradeoff, accepted for a
+limit against runaway clients: one process refuses at once when its own requests reach the
+limit; a client spread over several processes is refused within one interval of crossing it,
+so that a window can let through at most the limit once per process. Refused requests count,
+as above, so a loop that keeps calling stays refused.
+
 Throttle counters live in the shared cache so that every gunicorn worker counts together.
 When Redis is down, a throttle that raised would turn every request into a 500; refusing
 every request would take the API down with Redis. Letting requests through unthrottled
@@ -30,15 +41,20 @@ through; a bug raises as anywhere else.
 import hashlib
 import logging
 import math
+import os
+import threading
 import time
 import weakref
+from dataclasses import dataclass
 
 import redis
+from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.redis import RedisCache
 from rest_framework import throttling
 
 from offchat_backend.log_events import log_event
+from offchat_backend.write_behind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -52,22 +68,26 @@ class CacheUnavailableError(Exception):
     pass
 
 
+def _leave_the_cache_alone(failure: "CacheUnavailableError") -> None:
+    global _cache_unavailable_until
+    _cache_unavailable_until = time.monotonic() + CACHE_RETRY_SECONDS
+    log_event(
+        logger,
+        "throttle_cache_unavailable",
+        level=logging.WARNING,
+        error=str(failure),
+        retry_in_s=CACHE_RETRY_SECONDS,
+    )
+
+
 class FailOpenMixin:
     def allow_request(self, request, view):
-        global _cache_unavailable_until
         if time.monotonic() < _cache_unavailable_until:
             return True
         try:
             return super().allow_request(request, view)
         except CacheUnavailableError as failure:
-            _cache_unavailable_until = time.monotonic() + CACHE_RETRY_SECONDS
-            log_event(
-                logger,
-                "throttle_cache_unavailable",
-                level=logging.WARNING,
-                error=str(failure),
-                retry_in_s=CACHE_RETRY_SECONDS,
-            )
+            _leave_the_cache_alone(failure)
             return True
 
 
@@ -81,6 +101,11 @@ class FixedWindowRateThrottle(throttling.SimpleRateThrottle):
     cache_format = "throttle:%(scope)s:%(ident)s"
     cache_alias = DEFAULT_CACHE_ALIAS
 
+    def batch_interval(self) -> float:
+        """Seconds between this process's additions to the shared count; 0 counts each
+        request in the cache as it comes."""
+        return 0.0
+
     def allow_request(self, request, view):
         if self.rate is None:
             return True
@@ -91,7 +116,17 @@ class FixedWindowRateThrottle(throttling.SimpleRateThrottle):
         window_index = int(self.now // self.duration)
         self.window_ends_at = (window_index + 1) * self.duration
         self.key = f"{key}:{window_index}"
-        count = count_request_in_window(cache=caches[self.cache_alias], key=self.key, window_seconds=self.duration)
+        interval = self.batch_interval()
+        if interval > 0:
+            count = BATCHED_COUNTS.count(
+                cache_alias=self.cache_alias,
+                key=self.key,
+                window_seconds=self.duration,
+                window_ends_at=self.window_ends_at,
+                interval=interval,
+            )
+        else:
+            count = count_request_in_window(cache=caches[self.cache_alias], key=self.key, window_seconds=self.duration)
         return count <= self.num_requests
 
     def wait(self):
@@ -102,9 +137,20 @@ class FixedWindowRateThrottle(throttling.SimpleRateThrottle):
 def count_request_in_window(*, cache, key, window_seconds):
     """Counts one more request under `key` and answers how many the window holds now.
     Raises CacheUnavailableError when the cache cannot be reached."""
+    [count] = add_to_windows(cache=cache, additions=[(key, 1, window_seconds)])
+    return count
+
+
+def add_to_windows(*, cache, additions):
+    """Adds each (key, amount, window_seconds) to its window's count, in one round trip to
+    Redis; answers the counts as they are now, in order. Raises CacheUnavailableError when the
+    cache cannot be reached."""
     if isinstance(cache, RedisCache):
-        return _count_in_redis(cache=cache, key=key, window_seconds=window_seconds)
-    return _count_with_cache_api(cache=cache, key=key, window_seconds=window_seconds)
+        return _add_in_redis(cache=cache, additions=additions)
+    return [
+        _add_with_cache_api(cache=cache, key=key, amount=amount, window_seconds=window_seconds)
+        for key, amount, window_seconds in additions
+    ]
 
 
 # Django's RedisCache makes a new redis-py client for every call, and redis-py's constructor
@@ -123,37 +169,127 @@ def _redis_client(*, cache):
         return _redis_clients.setdefault(cache_client, cache_client.get_client(write=True))
 
 
-def _count_in_redis(*, cache, key, window_seconds):
-    # KEY_PREFIX and VERSION apply as to every other cache entry.
-    redis_key = cache.make_key(key)
-    # A pipeline without MULTI: INCR is atomic on its own, and the two commands still travel
+def _add_in_redis(*, cache, additions):
+    # A pipeline without MULTI: INCRBY is atomic on its own, and the commands still travel
     # in one round trip. The key's window index, not its TTL, ends the count, so whichever
     # request sets the TTL, it outlives the window; NX lets only the first request of the
     # window set it, so later ones are not writes to replicas and the AOF.
     pipeline = _redis_client(cache=cache).pipeline(transaction=False)
-    try:
-        pipeline.incr(redis_key)
+    for key, amount, window_seconds in additions:
+        redis_key = cache.make_key(key)  # KEY_PREFIX and VERSION apply as to every other cache entry
+        pipeline.incrby(redis_key, amount)
         pipeline.expire(redis_key, window_seconds, nx=True)
-        count, _ = pipeline.execute()
+    try:
+        replies = pipeline.execute()
     except redis.RedisError as failure:
         raise CacheUnavailableError(type(failure).__name__) from failure
-    return count
+    return replies[0::2]
 
 
-def _count_with_cache_api(*, cache, key, window_seconds):
+def _add_with_cache_api(*, cache, key, amount, window_seconds):
     try:
-        if cache.add(key, 1, window_seconds):
-            return 1
+        if cache.add(key, amount, window_seconds):
+            return amount
         try:
-            return cache.incr(key)
+            return cache.incr(key, amount)
         except ValueError:
             # Evicted, or expired as the window ended, between add and incr.
-            cache.set(key, 1, window_seconds)
-            return 1
+            cache.set(key, amount, window_seconds)
+            return amount
     # Each backend raises its own errors (LocMem none, memcached and the database cache their
     # client's); only the cache calls are inside this try, so a bug elsewhere still raises.
     except Exception as failure:
         raise CacheUnavailableError(type(failure).__name__) from failure
+
+
+@dataclass
+class _WindowCount:
+    cache_alias: str
+    seconds: int
+    ends_at: float
+    known: int = 0  # the shared count when this process last added to it, its own additions included
+    sending: int = 0  # this process's requests on their way to the shared count
+    unsent: int = 0  # this process's requests since
+
+
+class BatchedWindowCounts:
+    """This process's counts per throttle window, added to the shared cache by a thread (the
+    module's docstring: counted in batches)."""
+
+    def __init__(self):
+        self._reset()
+        self._sender = WriteBehind(name="throttle counts", write=self._send, merge=lambda earlier, _later: earlier)
+        os.register_at_fork(after_in_child=self._reset)  # a forked worker counts its own requests
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[str, _WindowCount] = {}
+
+    def count(self, *, cache_alias: str, key: str, window_seconds: int, window_ends_at: float, interval: float) -> int:
+        """Counts one more request under `key`; answers how many the window holds as far as
+        this process knows."""
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = _WindowCount(
+                    cache_alias=cache_alias, seconds=window_seconds, ends_at=window_ends_at
+                )
+            window.unsent += 1
+            count = window.known + window.sending + window.unsent
+        if not self._sender.add(key, key, interval=interval):
+            self._send([key])  # the process is exiting: no thread to send it later
+        return count
+
+    def send_now(self) -> None:
+        self._sender.flush()
+
+    def close(self) -> None:
+        """As at exit: what is unsent is sent, and later requests are sent as they come."""
+        self._sender.close()
+
+    def __len__(self) -> int:
+        """How many windows this process keeps a count for."""
+        with self._lock:
+            return len(self._windows)
+
+    def _send(self, keys: list[str]) -> None:
+        batches: dict[str, list[tuple[str, int, int]]] = {}
+        with self._lock:
+            for key in keys:
+                window = self._windows.get(key)
+                if window is None or not window.unsent:
+                    continue
+                amount, window.unsent = window.unsent, 0
+                window.sending += amount
+                batches.setdefault(window.cache_alias, []).append((key, amount, window.seconds))
+        for cache_alias, additions in batches.items():
+            try:
+                counts = add_to_windows(cache=caches[cache_alias], additions=additions)
+            except CacheUnavailableError as failure:
+                # Failing open, as a request's own check does: these requests are not counted.
+                counts = [None] * len(additions)
+                _leave_the_cache_alone(failure)
+            with self._lock:
+                for (key, amount, _), shared_count in zip(additions, counts, strict=True):
+                    window = self._windows[key]
+                    window.sending -= amount
+                    if shared_count is not None:
+                        window.known = max(window.known, shared_count)
+        self._forget_ended_windows()
+
+    def _forget_ended_windows(self) -> None:
+        now = time.time()
+        with self._lock:
+            ended = [
+                key
+                for key, window in self._windows.items()
+                if window.ends_at <= now and not (window.unsent or window.sending)
+            ]
+            for key in ended:
+                del self._windows[key]
+
+
+BATCHED_COUNTS = BatchedWindowCounts()
 
 
 class AnonRateThrottle(FailOpenMixin, throttling.AnonRateThrottle, FixedWindowRateThrottle):
@@ -166,6 +302,13 @@ class UserRateThrottle(FailOpenMixin, throttling.UserRateThrottle, FixedWindowRa
 
 class ScopedRateThrottle(FailOpenMixin, throttling.ScopedRateThrottle, FixedWindowRateThrottle):
     """Per user (or address) and view scope: `login` per address, `heartbeat` per user."""
+
+
+class HeartbeatRateThrottle(ScopedRateThrottle):
+    """The heartbeat's per-user limit, counted in batches (the module's docstring)."""
+
+    def batch_interval(self) -> float:
+        return settings.THROTTLE_HEARTBEAT_BATCH_INTERVAL
 
 
 class LoginUsernameThrottle(FailOpenMixin, FixedWindowRateThrottle):

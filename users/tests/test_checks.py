@@ -1,6 +1,6 @@
 import pytest
 
-from users.checks import check_presence_settings
+from users.checks import check_presence_settings, check_throttle_settings
 
 
 def ids(problems):
@@ -41,3 +41,15 @@ def test_a_write_batch_interval_outside_the_transition_margin_is_an_error(settin
 def test_production_s_write_batch_interval_passes(settings):
     settings.PRESENCE_WRITE_BATCH_INTERVAL = 1.0
     assert check_presence_settings(None) == []
+
+
+@pytest.mark.parametrize("seconds", [-0.5, 10.5, 60])
+def test_a_throttle_batch_interval_outside_its_bounds_is_an_error(settings, seconds):
+    settings.THROTTLE_HEARTBEAT_BATCH_INTERVAL = seconds
+    assert ids(check_throttle_settings(None)) == ["users.E004"]
+
+
+@pytest.mark.parametrize("seconds", [0, 1.0, 10])
+def test_throttle_batch_intervals_within_bounds_pass(settings, seconds):
+    settings.THROTTLE_HEARTBEAT_BATCH_INTERVAL = seconds
+    assert check_throttle_settings(None) == []

@@ -2,6 +2,7 @@
 cache, and letting requests through (not failing them) while the cache is down."""
 
 import shutil
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -266,6 +267,125 @@ def test_a_counter_gone_between_add_and_incr_counts_the_request_again():
     assert throttling.count_request_in_window(cache=cache, key="throttle:t:1:0", window_seconds=60) == 1
     assert cache.get("throttle:t:1:0") == 1
     assert throttling.count_request_in_window(cache=cache, key="throttle:t:1:0", window_seconds=60) == 2
+
+
+# --- The heartbeat's limit, counted in batches ------------------------------------------
+@pytest.fixture
+def batched_counts(settings, monkeypatch):
+    """This process's heartbeat counts, added to the cache only when the test says (send_now)."""
+    settings.THROTTLE_HEARTBEAT_BATCH_INTERVAL = 60  # the thread would wait a minute
+    counts = throttling.BatchedWindowCounts()
+    monkeypatch.setattr(throttling, "BATCHED_COUNTS", counts)
+    yield counts
+    counts.close()
+
+
+def heartbeat_window_key(user, at):
+    return f"throttle:heartbeat:{user.pk}:{int(at.timestamp() // 60)}"
+
+
+@time_machine.travel(MINUTE + timedelta(seconds=10), tick=False)
+def test_one_process_refuses_a_loop_at_once_and_adds_its_count_later(counting_cache, batched_counts, user, monkeypatch):
+    from django.core.cache import cache
+
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "3/min")
+    client = client_for(user)
+    codes = [client.post(HEARTBEAT).status_code for _ in range(5)]
+
+    assert codes == [200, 200, 200, 429, 429]
+    key = heartbeat_window_key(user, MINUTE)
+    assert cache.get(key) is None  # nothing sent yet: no round trip in the requests
+    batched_counts.send_now()
+    assert cache.get(key) == 5  # the refused ones too: a loop that keeps calling stays refused
+    batched_counts.send_now()
+    assert cache.get(key) == 5  # each request is added once
+
+
+@time_machine.travel(MINUTE + timedelta(seconds=10), tick=False)
+def test_other_processes_requests_refuse_this_one_s_after_its_next_addition(
+    counting_cache, batched_counts, user, monkeypatch
+):
+    """The tradeoff (users.api.throttling), pinned down: a client spread over processes is
+    refused once this process has heard the shared count, not before."""
+    from django.core.cache import cache
+
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "3/min")
+    key = heartbeat_window_key(user, MINUTE)
+    throttling.add_to_windows(cache=cache, additions=[(key, 3, 60)])  # other workers' three
+    client = client_for(user)
+
+    assert client.post(HEARTBEAT).status_code == 200  # this process has not heard of them
+    batched_counts.send_now()
+    assert cache.get(key) == 4
+    assert_throttled(client.post(HEARTBEAT))
+
+
+def test_a_new_window_counts_from_zero_and_ended_ones_are_forgotten(counting_cache, batched_counts, user, monkeypatch):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "3/min")
+    client = client_for(user)
+    with time_machine.travel(MINUTE + timedelta(seconds=59), tick=False):
+        assert [client.post(HEARTBEAT).status_code for _ in range(4)] == [200, 200, 200, 429]
+    with time_machine.travel(MINUTE + timedelta(seconds=60), tick=False):
+        assert [client.post(HEARTBEAT).status_code for _ in range(4)] == [200, 200, 200, 429]
+        assert len(batched_counts) == 2
+        batched_counts.send_now()
+        assert len(batched_counts) == 1  # the ended window, once sent, is not kept
+
+
+@pytest.mark.redis
+def test_the_thread_adds_the_counts_within_the_interval(settings, batched_counts, user, monkeypatch):
+    from django.core.cache import cache
+
+    settings.THROTTLE_HEARTBEAT_BATCH_INTERVAL = 0.2
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "1000/hour")  # an hour: no window ends
+    client = client_for(user)
+    assert [client.post(HEARTBEAT).status_code for _ in range(2)] == [200, 200]
+    key = cache.make_key(f"throttle:heartbeat:{user.pk}:{int(time.time() // 3600)}")
+    redis_client = cache._cache.get_client(key)
+    deadline = time.monotonic() + 10  # 50 intervals: liveness only
+    while redis_client.get(key) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert int(redis_client.get(key)) == 2
+
+
+def test_a_failed_addition_is_logged_and_its_requests_go_uncounted(settings, batched_counts, user, monkeypatch, caplog):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "2/min")
+    client = client_for(user)
+    settings.CACHES = redis_cache(f"redis://127.0.0.1:{free_port()}/0")
+    assert [client.post(HEARTBEAT).status_code for _ in range(2)] == [200, 200]
+
+    batched_counts.send_now()  # raises nothing: the thread lives on
+
+    warnings = [record.getMessage() for record in caplog.records if "throttle_cache_unavailable" in record.getMessage()]
+    assert len(warnings) == 1 and "error=ConnectionError" in warnings[0], warnings
+    assert client.post(HEARTBEAT).status_code == 200  # at the limit, but failing open
+
+
+@time_machine.travel(MINUTE + timedelta(seconds=10), tick=False)
+def test_once_the_process_is_exiting_each_request_is_counted_as_it_comes(
+    counting_cache, batched_counts, user, monkeypatch
+):
+    from django.core.cache import cache
+
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "3/min")
+    client = client_for(user)
+    assert client.post(HEARTBEAT).status_code == 200
+    batched_counts.close()  # atexit: what is unsent is sent
+    key = heartbeat_window_key(user, MINUTE)
+    assert cache.get(key) == 1
+    assert client.post(HEARTBEAT).status_code == 200
+    assert cache.get(key) == 2  # no thread left to send it later
+
+
+def test_only_the_heartbeat_is_counted_in_batches(settings, batched_counts, user, api_client, monkeypatch):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "login_username", "2/min")
+    client = client_for(user)
+    client.post(HEARTBEAT)
+    log_in(api_client, user.username, "wrong", "10.0.0.1")
+    assert len(batched_counts) == 1  # the heartbeat's window; login is counted in the cache at once
+    settings.THROTTLE_HEARTBEAT_BATCH_INTERVAL = 0
+    client.post(HEARTBEAT)
+    assert len(batched_counts) == 1
 
 
 # --- The cache down -------------------------------------------------------------------
