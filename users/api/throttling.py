@@ -1,7 +1,7 @@
 """DRF's throttles counted in one Redis round trip, failing open when the cache (Redis) is
 unreachable, plus a per-username limit for login.
 
-Counting: a fixed window per key. Each throttle check is `INCR throttle:<scope>:<ident>:<window>`
+Counting: a fixed window per key. Each throttle check is `INCRBY throttle:<scope>:<ident>:<window> 1`
 and `EXPIRE … NX` sent together in one pipeline: one round trip and no pickling, where DRF's
 sliding log reads a pickled list of timestamps and writes it back (two round trips, a list as
 long as the rate). The window is `time.time() // duration`, so every worker agrees on it without
