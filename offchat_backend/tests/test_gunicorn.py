@@ -220,8 +220,11 @@ def test_gunicorn_adds_heartbeat_counts_to_redis_in_batches_and_at_a_graceful_st
     refuses once it hears the shared count over the limit; what is unsent at SIGTERM is sent."""
     cache = caches["default"]
 
+    def window_key(user):
+        return f"throttle:heartbeat:{user.pk}:{int(time.time() // 3600)}"
+
     def shared_count(user):
-        return cache.get(f"throttle:heartbeat:{user.pk}:{int(time.time() // 3600)}")
+        return cache.get(window_key(user))
 
     if time.time() % 3600 > 3570:  # the hour's window must not end during the test
         time.sleep(3601 - time.time() % 3600)
@@ -229,8 +232,7 @@ def test_gunicorn_adds_heartbeat_counts_to_redis_in_batches_and_at_a_graceful_st
     port, server = start_gunicorn(tmp_path, THROTTLE_HEARTBEAT_BATCH_INTERVAL="0.3", workers=1, **limits)
     try:
         user, token = log_in_with_production_hashing(port)
-        key = f"throttle:heartbeat:{user.pk}:{int(time.time() // 3600)}"
-        add_to_windows(cache=cache, additions=[(key, 3, 3600)])  # as other workers would have counted
+        add_to_windows(cache=cache, additions=[(window_key(user), 3, 3600)])  # as other workers would have counted
         assert call(port, "/api/users/heartbeat/", token=token)[0] == 200  # not heard of yet
         server.wait_for(lambda: shared_count(user) == 4, timeout=20)  # 60 intervals: liveness only
         assert call(port, "/api/users/heartbeat/", token=token)[0] == 429

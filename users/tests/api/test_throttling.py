@@ -38,6 +38,11 @@ def assert_throttled(response):
     assert int(response["Retry-After"]) > 0
 
 
+def heartbeat_window_key(user, at, *, seconds=60):
+    """The throttle's cache key (before KEY_PREFIX and VERSION) for `user`'s heartbeats at `at`."""
+    return f"throttle:heartbeat:{user.pk}:{int(at.timestamp() // seconds)}"
+
+
 def redis_cache(url):
     return {
         "default": {
@@ -223,8 +228,7 @@ def test_a_throttle_check_is_one_round_trip_to_redis(user, monkeypatch):
     assert allowed == [True, True, False]
     assert len(sent) == 3  # one write to the socket (and one reply) per check
     assert all(b"INCR" in payload and b"EXPIRE" in payload and b"NX" in payload for payload in sent)
-    window = int(MINUTE.timestamp() // 60)
-    key = cache.make_key(f"throttle:heartbeat:{user.pk}:{window}")
+    key = cache.make_key(heartbeat_window_key(user, MINUTE))
     redis_client = cache._cache.get_client(key)
     assert int(redis_client.get(key)) == 4
     assert 0 < redis_client.ttl(key) <= 60
@@ -238,8 +242,7 @@ def test_an_error_reply_from_redis_lets_the_request_through(user, caplog):
     from django.core.cache import cache
 
     client = client_for(user)
-    window = int(MINUTE.timestamp() // 60)
-    key = cache.make_key(f"throttle:heartbeat:{user.pk}:{window}")
+    key = cache.make_key(heartbeat_window_key(user, MINUTE))
     cache._cache.get_client(key, write=True).set(key, "not a counter")
 
     assert client.post(HEARTBEAT).status_code == 200
@@ -278,10 +281,6 @@ def batched_counts(settings, monkeypatch):
     monkeypatch.setattr(throttling, "BATCHED_COUNTS", counts)
     yield counts
     counts.close()
-
-
-def heartbeat_window_key(user, at):
-    return f"throttle:heartbeat:{user.pk}:{int(at.timestamp() // 60)}"
 
 
 @time_machine.travel(MINUTE + timedelta(seconds=10), tick=False)
@@ -340,7 +339,7 @@ def test_the_thread_adds_the_counts_within_the_interval(settings, batched_counts
     monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "heartbeat", "1000/hour")  # an hour: no window ends
     client = client_for(user)
     assert [client.post(HEARTBEAT).status_code for _ in range(2)] == [200, 200]
-    key = cache.make_key(f"throttle:heartbeat:{user.pk}:{int(time.time() // 3600)}")
+    key = cache.make_key(heartbeat_window_key(user, timezone.now(), seconds=3600))
     redis_client = cache._cache.get_client(key)
     deadline = time.monotonic() + 10  # 50 intervals: liveness only
     while redis_client.get(key) is None and time.monotonic() < deadline:
