@@ -39,7 +39,7 @@ def record_shown_statuses(*, users: list[User], at: datetime) -> None:
     open_now = {
         user_id: (status, started_at)
         for user_id, status, started_at in PresenceInterval.objects.filter(
-            user_id__in=shown, ended_at__isnull=True
+            ids_in("user_id", shown), ended_at__isnull=True
         ).values_list("user_id", "status", "started_at")
     }
     changed = [
@@ -55,7 +55,7 @@ def record_shown_statuses(*, users: list[User], at: datetime) -> None:
             *(When(user_id=user_id, then=Value(moment[user_id])) for user_id in closing),
             output_field=DateTimeField(),
         )
-        PresenceInterval.objects.filter(user_id__in=closing, ended_at__isnull=True).update(
+        PresenceInterval.objects.filter(ids_in("user_id", closing), ended_at__isnull=True).update(
             ended_at=Greatest(F("started_at"), ended_at)
         )
     opening = [user_id for user_id in changed if shown[user_id] != OnlineStatus.OFFLINE]

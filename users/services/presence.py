@@ -26,6 +26,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from offchat_backend.db import ids_in
 from offchat_backend.log_events import log_event
 from offchat_backend.write_behind import WriteBehind
 from users.exceptions import NoLiveSessionError
@@ -603,7 +604,7 @@ def _sweep(*, now) -> int:
         # History first: the feed counter stays the last lock taken.
         history.close_for_inactivity(user_ids=stale)
         if regrouped:
-            after = User.objects.filter(pk__in=regrouped).annotate(reported=aggregate_status_expression())
+            after = User.objects.filter(ids_in("pk", regrouped)).annotate(reported=aggregate_status_expression())
             users = [_with_status(user, user.reported) for user in after]
             history.record_shown_statuses(users=users, at=now)
         history.record_clock_transitions(now=now, since=last_sweep().finished_at)
@@ -615,7 +616,7 @@ def _sweep(*, now) -> int:
             if stale:
                 stale_users.update(online_status=OnlineStatus.OFFLINE, presence_update_id=update_id)
             if regrouped:
-                User.objects.filter(pk__in=regrouped).update(
+                User.objects.filter(ids_in("pk", regrouped)).update(
                     online_status=aggregate_status_expression(), presence_update_id=update_id
                 )
         prune_tombstones(older_than=now - timedelta(seconds=settings.PRESENCE_FEED_MAX_AGE))
@@ -669,11 +670,10 @@ def _users_whose_sessions_report_otherwise(*, user_ids: set[int]) -> list[int]:
     a WHERE let PostgreSQL hash every live session of every user to check a thousand.)"""
     if not user_ids:
         return []
-    stored = dict(
-        User.objects.select_for_update().filter(pk__in=user_ids).order_by("pk").values_list("pk", "online_status")
-    )
+    locked = User.objects.select_for_update().filter(ids_in("pk", user_ids)).order_by("pk")
+    stored = dict(locked.values_list("pk", "online_status"))
     reports: dict[int, list[str]] = {}
-    live = PresenceSession.objects.filter(user_id__in=stored, ended_at__isnull=True).order_by()
+    live = PresenceSession.objects.filter(ids_in("user_id", stored), ended_at__isnull=True).order_by()
     for user_id, reported_status in live.values_list("user_id", "reported_status"):
         reports.setdefault(user_id, []).append(reported_status)
     return [user_id for user_id, status in stored.items() if aggregate_status(reports.get(user_id, ())) != status]
