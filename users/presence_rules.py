@@ -155,9 +155,33 @@ def crossed_a_limit(
     *, last_seen: datetime | None, last_active: datetime | None, since: datetime, now: datetime
 ) -> bool:
     """crossed_a_limit_q in Python, for a user known to be present."""
+    return crossing_window(since=since, now=now).crossed(last_seen=last_seen, last_active=last_active)
+
+
+@dataclass(frozen=True, slots=True)
+class CrossingWindow:
+    """crossed_a_limit between one `since` and `now`, its bounds computed once: a poll tests
+    every row of a clock-crossings read (thousands at 100,000 users online), and reading the
+    thresholds from settings for each row cost more than the test (bench/analysis.md, row 6)."""
+
+    last_seen_after: datetime
+    last_seen_until: datetime
+    last_active_after: datetime
+    last_active_until: datetime
+
+    def crossed(self, *, last_seen: datetime | None, last_active: datetime | None) -> bool:
+        return (last_seen is not None and self.last_seen_after < last_seen <= self.last_seen_until) or (
+            last_active is not None and self.last_active_after < last_active <= self.last_active_until
+        )
+
+
+def crossing_window(*, since: datetime, now: datetime) -> CrossingWindow:
     timeout, idle = inactivity_timeout(), away_after()
-    return (last_seen is not None and since - timeout < last_seen <= now - timeout) or (
-        last_active is not None and since - idle < last_active <= now - idle
+    return CrossingWindow(
+        last_seen_after=since - timeout,
+        last_seen_until=now - timeout,
+        last_active_after=since - idle,
+        last_active_until=now - idle,
     )
 
 

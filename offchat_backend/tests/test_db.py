@@ -36,4 +36,4 @@ def test_on_postgresql_a_thousand_ids_are_one_text_parameter():
         assert len(list(User.objects.filter(ids_in("pk", ids)))) == 3
     (sql,) = [query["sql"] for query in captured]
     listed = ",".join(map(str, ids))
-    assert sql.endswith(f"\"users\".\"id\" = ANY('{{{listed}}}'::bigint[])") and "ARRAY[" not in sql
+    assert sql.endswith(f'"users"."id" = ANY(\'{{{listed}}}\'::bigint[])') and "ARRAY[" not in sql
