@@ -14,7 +14,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from offchat_backend import shared_cache
-from offchat_backend.db import ids_in
+from offchat_backend.db import ids_in, ids_in_by_probes
 from users.exceptions import InvalidCursorError, ResyncRequiredError
 from users.models import PresenceSequence, PresenceTombstone, User
 from users.presence_rules import crossed_a_limit_q, crossing_window, crossings_known_ahead, transition_margin
@@ -96,7 +96,7 @@ def changes_since(
     )
     if len(changed_ids) + len(deleted_ids) > limit:
         raise ResyncRequiredError(f"More than {limit} users changed since the cursor: fetch the full list again.")
-    users = list(queryset.filter(ids_in("pk", changed_ids)))
+    users = list(queryset.filter(ids_in_by_probes("pk", changed_ids)))
     removed = (changed_ids - {user.pk for user in users}) | deleted_ids
     return Changes(users=users, removed_ids=sorted(removed), cursor=next_cursor)
 
