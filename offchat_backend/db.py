@@ -15,16 +15,15 @@ class AnyOf(In):
     IN list into `= ANY` itself. Elsewhere (SQLite) it is Django's `__in`."""
 
     lookup_name = "any_of"
+    postgresql_template = "{column} = ANY(%s::bigint[])"
 
     def get_prep_lookup(self):
         return [int(value) for value in self.rhs]  # ids only: nothing else goes through this
 
     def as_postgresql(self, compiler, connection):
         column, params = self.process_lhs(compiler, connection)
-        return f"{column} = ANY(%s::bigint[])", (*params, self.array_literal())
-
-    def array_literal(self) -> str:
-        return "{" + ",".join(map(str, self.rhs)) + "}"
+        array_literal = "{" + ",".join(map(str, self.rhs)) + "}"
+        return self.postgresql_template.format(column=column), (*params, array_literal)
 
 
 class ProbedAnyOf(AnyOf):
@@ -36,10 +35,7 @@ class ProbedAnyOf(AnyOf):
     issue 22). Elsewhere (SQLite) it is Django's `__in`."""
 
     lookup_name = "probed_any_of"
-
-    def as_postgresql(self, compiler, connection):
-        column, params = self.process_lhs(compiler, connection)
-        return f"{column} IN (SELECT unnest(%s::bigint[]))", (*params, self.array_literal())
+    postgresql_template = "{column} IN (SELECT unnest(%s::bigint[]))"
 
 
 def ids_in(column: str, ids) -> AnyOf:
