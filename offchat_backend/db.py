@@ -15,7 +15,6 @@ class AnyOf(In):
     IN list into `= ANY` itself. Elsewhere (SQLite) it is Django's `__in`."""
 
     lookup_name = "any_of"
-    postgresql_template = "{column} = ANY(%s::bigint[])"
 
     def get_prep_lookup(self):
         return [int(value) for value in self.rhs]  # ids only: nothing else goes through this
@@ -23,26 +22,9 @@ class AnyOf(In):
     def as_postgresql(self, compiler, connection):
         column, params = self.process_lhs(compiler, connection)
         array_literal = "{" + ",".join(map(str, self.rhs)) + "}"
-        return self.postgresql_template.format(column=column), (*params, array_literal)
-
-
-class ProbedAnyOf(AnyOf):
-    """AnyOf as a semi-join, `column IN (SELECT unnest('{1,2,3}'::bigint[]))`, which PostgreSQL
-    plans as one probe of `column`'s index per id whatever else the query filters on. Beside
-    another indexed condition (a list's present statuses) `= ANY` lets the planner AND the
-    two indexes' bitmaps instead, and for a change feed's 1,000 ids it read all 100,000
-    present users' entries of the status index: 3.8 ms of a 6.4 ms query (bench/analysis.md,
-    issue 22). Elsewhere (SQLite) it is Django's `__in`."""
-
-    lookup_name = "probed_any_of"
-    postgresql_template = "{column} IN (SELECT unnest(%s::bigint[]))"
+        return f"{column} = ANY(%s::bigint[])", (*params, array_literal)
 
 
 def ids_in(column: str, ids) -> AnyOf:
     """A filter: `column` is one of `ids` (`User.objects.filter(ids_in("pk", ids))`)."""
     return AnyOf(F(column), list(ids))
-
-
-def ids_in_by_probes(column: str, ids) -> ProbedAnyOf:
-    """ids_in for a few rows read by primary key from a query that filters on more (ProbedAnyOf)."""
-    return ProbedAnyOf(F(column), list(ids))

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from users.exceptions import InvalidCursorError, ResyncRequiredError
@@ -124,6 +124,61 @@ class TestChangesSince:
         UserFactory()
         with pytest.raises(ResyncRequiredError):
             changes_since(queryset=user_directory(), cursor=cursor, now=NOW)
+
+    @pytest.mark.parametrize("shared_read", [True, False], ids=["from-the-shared-read", "from-every-row"])
+    def test_more_users_moved_by_the_clock_than_the_limit_ask_for_a_resync(self, settings, monkeypatch, shared_read):
+        settings.PRESENCE_FEED_MAX_CHANGES = 2
+        if not shared_read:
+            monkeypatch.setattr(feed, "clock_crossings_for", lambda **kwargs: None)
+        users = UserFactory.create_batch(3)
+        for user in users:
+            presence.start_session(user=user, at=NOW)
+        cursor = current_cursor(now=NOW + timedelta(seconds=10))
+        later = NOW + TIMEOUT + timedelta(seconds=1)  # all three time out, with no write
+        with pytest.raises(ResyncRequiredError):
+            changes_since(queryset=user_directory(), cursor=cursor, now=later)
+        changes = changes_since(queryset=user_directory(), cursor=cursor, now=later, limit=3)
+        assert sorted(user.pk for user in changes.users) == sorted(user.pk for user in users)
+
+    def test_a_flood_of_changes_between_its_reads_asks_for_a_resync(self, settings):
+        """The rows are read by the changed-ids condition again, a statement later: changes
+        that land between the two count against the limit too."""
+        settings.PRESENCE_FEED_MAX_CHANGES = 3
+        cursor = current_cursor(now=NOW)
+        UserFactory.create_batch(2)
+        flooded = []
+
+        def flood_after_the_tombstones(execute, sql, params, many, context):
+            result = execute(sql, params, many, context)
+            if "presence_tombstones" in sql and not flooded:
+                flooded.append(UserFactory.create_batch(2))
+            return result
+
+        with connection.execute_wrapper(flood_after_the_tombstones), pytest.raises(ResyncRequiredError):
+            changes_since(queryset=user_directory(), cursor=cursor, now=NOW)
+        assert flooded, "the flood landed between the two reads"
+
+    def test_rows_changed_between_its_reads_are_fresh_rows_or_removed(self):
+        leaving, arriving = UserFactory(), UserFactory()
+        session = presence.start_session(user=leaving, at=NOW)
+        cursor = current_cursor(now=NOW)
+        presence.start_session(user=arriving, at=NOW)
+        online_only = users_for_admin().filter(status_q(OnlineStatus.ONLINE, now=NOW))
+        moved = []
+
+        def sign_out_after_the_tombstones(execute, sql, params, many, context):
+            result = execute(sql, params, many, context)
+            if "presence_tombstones" in sql and not moved:
+                moved.append(presence.end_session(session=session, reason=SessionEndReason.LOGOUT, at=NOW))
+            return result
+
+        with connection.execute_wrapper(sign_out_after_the_tombstones):
+            changes = changes_since(queryset=online_only, cursor=cursor, now=NOW)
+        assert moved
+        assert ([user.pk for user in changes.users], changes.removed_ids) == ([arriving.pk], [])
+        # The sign-out came after the changes were read: the next poll names it.
+        after = changes_since(queryset=online_only, cursor=changes.cursor, now=NOW)
+        assert (after.users, after.removed_ids) == ([], [leaving.pk])
 
 
 @pytest.mark.django_db
