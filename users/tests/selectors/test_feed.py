@@ -158,7 +158,7 @@ class TestChangesSince:
             changes_since(queryset=user_directory(), cursor=cursor, now=NOW)
         assert flooded, "the flood landed between the two reads"
 
-    def test_rows_changed_between_its_reads_are_fresh_rows_or_removed(self):
+    def test_a_change_between_its_reads_is_in_this_answer_or_the_next(self):
         leaving, arriving = UserFactory(), UserFactory()
         session = presence.start_session(user=leaving, at=NOW)
         cursor = current_cursor(now=NOW)
