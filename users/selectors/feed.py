@@ -81,9 +81,9 @@ def changes_since(
     limit = limit or settings.PRESENCE_FEED_MAX_CHANGES
     # The users the clock may have moved, by primary key: the crossing rule alone is a question
     # about every present user's row, which no index answers, and two statements ask it.
-    may_have_crossed = _users_crossing(cursor=cursor, since=since, now=now, limit=limit)
-    crossed_a_limit = crossed_a_limit_q(since=since, now=now) & Q(ids_in("pk", may_have_crossed))
-    changed = Q(presence_update_id__gt=cursor.update_id) | crossed_a_limit
+    crossed_a_limit = crossed_a_limit_q(since=since, now=now)
+    may_have_crossed = _users_crossing(cursor=cursor, since=since, now=now, limit=limit, rule=crossed_a_limit)
+    changed = Q(presence_update_id__gt=cursor.update_id) | (crossed_a_limit & Q(ids_in("pk", may_have_crossed)))
     changed_ids = set(User.objects.filter(changed).values_list("pk", flat=True)[: limit + 1])
     deleted_ids = set(
         PresenceTombstone.objects.filter(presence_update_id__gt=cursor.update_id).values_list("user_id", flat=True)[
@@ -103,16 +103,16 @@ def changes_since(
     return Changes(users=users, removed_ids=sorted(removed), cursor=next_cursor)
 
 
-def _users_crossing(*, cursor: Cursor, since: datetime, now: datetime, limit: int) -> list[int]:
-    """The users whose last_seen or last_active crossed a limit between `since` and `now`,
-    from a shared read of the clock's crossings, or from every present user's row when no
-    read serves the poll (an old cursor); more than `limit` of them is a resync."""
+def _users_crossing(*, cursor: Cursor, since: datetime, now: datetime, limit: int, rule: Q) -> list[int]:
+    """The users whose last_seen or last_active crossed a limit between `since` and `now`
+    (`rule`, crossed_a_limit_q of that window), from a shared read of the clock's crossings,
+    or from every present user's row when no read serves the poll (an old cursor); more than
+    `limit` of them is a resync."""
     crossings = clock_crossings_for(cursor=cursor, since=since, now=now)
     if crossings is not None:
         crossing = crossings.users_crossing(since=since, now=now)
     else:
-        crossed = crossed_a_limit_q(since=since, now=now)
-        crossing = list(User.objects.filter(crossed).values_list("pk", flat=True)[: limit + 1])
+        crossing = list(User.objects.filter(rule).values_list("pk", flat=True)[: limit + 1])
     if len(crossing) > limit:
         raise _too_many_changes(limit)
     return crossing
