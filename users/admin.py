@@ -1,11 +1,14 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.html import format_html
 
 from users.models import PRESENCE_FIELDS, OnlineStatus, PresenceSession, User
 from users.presence_rules import effective_status_expression, status_q, status_rank_expression
+from users.selectors.accounts import username_taken
 from users.services import auth, presence
 
 PRESENCE_FIELD_ORDER = ["online_status", "last_seen", "last_active", "manual_status", "share_presence"]
@@ -40,8 +43,19 @@ class PresenceSessionInline(admin.TabularInline):
         return False
 
 
+class AddUserForm(AdminUserCreationForm):
+    def clean_username(self):
+        """Django's refusal of a name that differs only in case, asked through the index
+        (accounts.username_taken), not by reading every account's name."""
+        username = self.cleaned_data.get("username")
+        if username and username_taken(username=username):
+            raise ValidationError(self.instance.unique_error_message(User, ["username"]))
+        return username
+
+
 @admin.register(User)
 class PresenceUserAdmin(UserAdmin):
+    add_form = AddUserForm
     list_display = ["username", "email", "status", "last_seen", "live_sessions", "is_staff", "is_active"]
     list_filter = [ShownStatusFilter, *UserAdmin.list_filter]
     # Presence is written by users.services.presence only; the admin shows it.

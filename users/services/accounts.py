@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from offchat_backend.log_events import log_event
 from users.exceptions import UsernameTakenError
 from users.models import User
+from users.selectors.accounts import username_taken
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def create_user(
     eye and one to a careless admin); login stays exact, as Django's backend has it. The
     password must pass AUTH_PASSWORD_VALIDATORS, judged against the new account's names.
     """
-    if User.objects.filter(username__iexact=username).exists():
+    if username_taken(username=username):
         raise UsernameTakenError()
     user = User(username=username, email=email, first_name=first_name, last_name=last_name, is_staff=is_staff)
     validate_new_password(password=password, user=user, field="password")

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 
-from django.db import connections
+from django.db import connection, connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 from websockets.exceptions import ConnectionClosed
@@ -168,3 +168,12 @@ def race(attempt, *, expected=(), racers=2) -> list[str]:
     for thread in threads:
         thread.join(timeout=20)
     return sorted(outcomes)
+
+
+def planned_without_seqscan(sql, params=()):
+    """The plan PostgreSQL picks when a sequential scan is off: on a tiny test table this asks
+    whether an index is usable at all, not whether it is the cheapest path today."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())

@@ -1,6 +1,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
@@ -125,3 +127,34 @@ def test_presence_is_read_only_in_the_admin_form(admin_client):
     stored = User.objects.get(pk=user.pk)
     assert stored.first_name == "New"
     assert (stored.online_status, stored.last_seen) == (OnlineStatus.ONLINE, user.last_seen)
+
+
+def _add_user_form(username):
+    return {
+        "username": username,
+        "usable_password": "true",
+        "password1": "a-long-passphrase",
+        "password2": "a-long-passphrase",
+        # The sessions inline's management form, which the add page carries too.
+        "presence_sessions-TOTAL_FORMS": "0",
+        "presence_sessions-INITIAL_FORMS": "0",
+    }
+
+
+@pytest.mark.parametrize("spelling", ["Carol", "cAROL"])
+def test_adding_a_user_whose_name_differs_only_in_case_is_refused_through_the_index(admin_client, spelling):
+    UserFactory(username="Carol")
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.post("/admin/users/user/add/", _add_user_form(spelling))
+
+    assert response.status_code == 200 and b"A user with that username already exists." in response.content
+    assert User.objects.filter(username__iexact="carol").count() == 1
+    # Django's own form asks username__iexact: UPPER() on every account's name, no index.
+    assert not any('UPPER("users"."username"' in query["sql"] for query in queries)
+
+
+def test_the_admin_adds_a_user_with_a_new_name(admin_client):
+    response = admin_client.post("/admin/users/user/add/", _add_user_form("dora"))
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert User.objects.get(username="dora").check_password("a-long-passphrase")

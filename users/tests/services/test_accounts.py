@@ -60,7 +60,7 @@ def test_the_lookup_passed_yet_a_case_variant_committed_meanwhile_is_a_refusal(m
     UserFactory(username="Grace")
     admin = StaffFactory()
     # The moment between the service's lookup and its insert, when another admin's insert lands.
-    monkeypatch.setattr(accounts.User.objects, "filter", lambda **lookup: User.objects.none())
+    monkeypatch.setattr(accounts, "username_taken", lambda **lookup: False)
     with pytest.raises(UsernameTakenError):
         accounts.create_user(created_by=admin, username="grace", password=PASSWORD)
     monkeypatch.undo()

@@ -24,7 +24,7 @@ from users.presence_rules import effective_status
 from users.selectors.accounts import online_users_for_admin
 from users.services import presence
 from users.tests.factories import UserFactory
-from users.tests.helpers import stored
+from users.tests.helpers import planned_without_seqscan, stored
 
 NOW = timezone.now().replace(microsecond=0)
 TIMEOUT = timedelta(seconds=120)
@@ -486,15 +486,6 @@ class TestSweepRacingHeartbeatOnPostgres:
                 worker.join(timeout=10)
             assert set(User.objects.values_list("online_status", flat=True)) == {OnlineStatus.ONLINE}
             assert not PresenceSession.objects.filter(ended_at__isnull=False).exists()
-
-
-def planned_without_seqscan(sql, params=()):
-    """The plan PostgreSQL picks when a sequential scan is off: on a tiny test table this asks
-    whether an index is usable at all, not whether it is the cheapest path today."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + sql, params)
-        return "\n".join(row[0] for row in cursor.fetchall())
 
 
 @pytest.mark.postgres
