@@ -36,3 +36,26 @@ def test_case_unique_usernames_refuse_to_migrate_over_collisions_and_name_them(s
     User.objects.filter(username__in=["FRANK", "frank", "heidi"]).delete()
     migrate(CASE_UNIQUE)
     assert sorted(User.objects.values_list("username", flat=True)) == ["Frank", "Heidi", "grace"]
+
+
+def pattern_indexes_on_users():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'users' AND indexdef LIKE %s",
+            ["%varchar_pattern_ops%"],
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_username_pattern_index_that_nothing_reads_is_dropped_and_comes_back_on_the_way_down():
+    # Every status change writes into each index of users; this one serves LIKE 'prefix%' only.
+    assert pattern_indexes_on_users() == []
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    try:
+        migrate(CASE_UNIQUE)
+        assert pattern_indexes_on_users() == ["users_username_e8658fc8_like"]
+    finally:
+        migrate(latest)
+    assert pattern_indexes_on_users() == []
