@@ -51,8 +51,13 @@ def record_shown_statuses(*, users: list[User], at: datetime) -> None:
     moment = {user_id: _changed_at(by_id[user_id], open_now.get(user_id), shown[user_id], at) for user_id in changed}
     closing = [user_id for user_id in changed if user_id in open_now]
     if closing:
+        # One branch per moment, not per user: a sweep closes hundreds of intervals at its own
+        # moment, and the ORM took ~0.2 ms to build each branch (23 ms of a 1M-user sweep).
+        closing_at: dict[datetime, list[int]] = {}
+        for user_id in closing:
+            closing_at.setdefault(moment[user_id], []).append(user_id)
         ended_at = Case(
-            *(When(user_id=user_id, then=Value(moment[user_id])) for user_id in closing),
+            *(When(ids_in("user_id", user_ids), then=Value(when)) for when, user_ids in closing_at.items()),
             output_field=DateTimeField(),
         )
         PresenceInterval.objects.filter(ids_in("user_id", closing), ended_at__isnull=True).update(

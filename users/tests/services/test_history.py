@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from users import tasks
 from users.models import OnlineStatus, PresenceCount, PresenceInterval, PresenceSession, SessionEndReason, User
-from users.services import presence
+from users.services import history, presence
 from users.tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -213,6 +213,36 @@ class TestTheSweep:
         one = self._sweep_statements(users=1, at=NOW)
         fifty = self._sweep_statements(users=50, at=NOW + timedelta(hours=1))
         assert one == fifty, (one, fifty)
+
+
+class TestManyUsersInOneCall:
+    def test_each_closed_interval_ends_at_its_own_users_moment(self):
+        """One write recording many users (a sweep's regrouped users) closes their intervals in
+        one statement, each at its user's moment: the clock's for users it turned away, the
+        write's for the rest, whether users share a moment or not."""
+        opened = NOW - timedelta(minutes=20)
+        users = [UserFactory() for _ in range(5)]
+        for user in users:
+            presence.start_session(user=user, at=opened)
+        rows = [User.objects.get(pk=user.pk) for user in users]
+        idle_for = [AWAY_AFTER + timedelta(minutes=1), AWAY_AFTER + timedelta(minutes=3), AWAY_AFTER]
+        for row, idle in zip(rows[:3], idle_for, strict=True):  # online, no input since: the clock turned them away
+            row.last_seen, row.last_active = NOW, NOW - idle
+        rows[3].last_seen = rows[3].last_active = NOW  # away by its own choice: at this write
+        rows[3].manual_status = "away"
+        rows[4].last_seen = rows[4].last_active = NOW - TIMEOUT * 2  # timed out: offline at this write
+
+        history.record_shown_statuses(users=rows, at=NOW)
+
+        ends = {"online": [intervals(user)[0][2] for user in users]}
+        assert ends["online"] == [
+            NOW - timedelta(minutes=1),
+            NOW - timedelta(minutes=3),
+            NOW,
+            NOW,
+            NOW,
+        ]
+        assert [intervals(user)[-1][0::2] for user in users] == [("away", None)] * 4 + [("online", NOW)]
 
 
 class TestCounts:
