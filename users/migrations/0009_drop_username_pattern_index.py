@@ -41,5 +41,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(drop_pattern_indexes, recreate_the_pattern_index, elidable=True),
+        # Not elidable: a squash must keep it, or fresh databases would get the index back.
+        migrations.RunPython(drop_pattern_indexes, recreate_the_pattern_index),
     ]

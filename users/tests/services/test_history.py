@@ -234,8 +234,8 @@ class TestManyUsersInOneCall:
 
         history.record_shown_statuses(users=rows, at=NOW)
 
-        ends = {"online": [intervals(user)[0][2] for user in users]}
-        assert ends["online"] == [
+        online_ended = [intervals(user)[0][2] for user in users]
+        assert online_ended == [
             NOW - timedelta(minutes=1),
             NOW - timedelta(minutes=3),
             NOW,
