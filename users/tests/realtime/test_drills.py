@@ -208,10 +208,29 @@ class Churn:
                 with self._lock:
                     self.changes[action] += 1
                 time.sleep(self.pause)
+            self._last_wave(users, sessions)
         except Exception as failure:  # reported by wait()
             self.failures.append(repr(failure))
         finally:
             connection.close()
+
+    def _last_wave(self, users, sessions):
+        """A third of this thread's users sign out everywhere and a third log in once more,
+        while the other threads may still churn; the rest stay as the random walk left them.
+        So the drills end on both statuses whatever the walk reached (on a fast machine it had
+        left every user holding sessions, none offline)."""
+        for index, user in enumerate(users):
+            if index % 3 == 0:
+                auth.end_every_session(user=User.objects.get(pk=user.pk))
+                sessions[user.pk].clear()
+                action = "logout"
+            elif index % 3 == 1:
+                sessions[user.pk].append(auth.log_in(user=user))
+                action = "login"
+            else:
+                continue
+            with self._lock:
+                self.changes[action] += 1
 
 
 def counts(view):
