@@ -15,6 +15,7 @@ PATTERN_INDEXES = (
     "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'users'"
     " AND indexdef LIKE %s"
 )
+PATTERN = "%varchar_pattern_ops%"
 DJANGOS_NAME = "users_username_e8658fc8_like"
 
 
@@ -22,7 +23,7 @@ def drop_pattern_indexes(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return  # only PostgreSQL's backend makes them
     with schema_editor.connection.cursor() as cursor:
-        cursor.execute(PATTERN_INDEXES, ["%varchar_pattern_ops%"])
+        cursor.execute(PATTERN_INDEXES, [PATTERN])
         names = [name for (name,) in cursor.fetchall()]
     for name in names:
         schema_editor.execute(f"DROP INDEX IF EXISTS {schema_editor.quote_name(name)}")
